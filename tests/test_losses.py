@@ -1,0 +1,91 @@
+"""The seed's hybrid losses on hand-computed values, and their numerically sound variants."""
+
+import math
+
+import pytest
+import torch
+
+from voxhelpers.losses import HYBRID_LOSSES, discriminator_accuracy, hybrid_loss
+
+
+def _bce(p, t):  # binary cross-entropy of one probability
+    return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+
+def _sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+# D outputs p = 0.8 and 0.4 against the all-ones target
+P, T = (0.8, 0.4), 1.0
+BCE = (_bce(0.8, 1) + _bce(0.4, 1)) / 2  # (0.2231 + 0.9163) / 2 = 0.5697
+BCEWL = (_bce(_sig(0.8), 1) + _bce(_sig(0.4), 1)) / 2  # the seed's double sigmoid: σ(0.8)=0.690, σ(0.4)=0.599
+MSE = ((1 - 0.8) ** 2 + (1 - 0.4) ** 2) / 2  # (0.04 + 0.36) / 2 = 0.2
+L1 = ((1 - 0.8) + (1 - 0.4)) / 2  # 0.4
+MSE_SIG = ((1 - _sig(0.8)) ** 2 + (1 - _sig(0.4)) ** 2) / 2
+EXPECTED = {
+    "bce": BCE,
+    "bce_bcewithlogits": 0.7 * BCE + 0.3 * BCEWL,
+    "bce_mse_60_40": 0.6 * BCE + 0.4 * MSE,
+    "bce_mse_40_60": 0.4 * BCE + 0.6 * MSE,
+    "triple": 0.4 * BCE + 0.3 * L1 + 0.3 * (BCEWL + MSE_SIG),
+}
+
+
+@pytest.mark.parametrize("name", HYBRID_LOSSES)
+def test_seed_formulas_on_hand_computed_values(name):
+    got = hybrid_loss(torch.tensor(P), T, name)
+    assert got.item() == pytest.approx(EXPECTED[name], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", HYBRID_LOSSES)
+def test_logits_input_gives_the_seed_value(name):
+    # D returning logits x with σ(x) = p must give the same seed-formula value, computed stably
+    x = torch.logit(torch.tensor(P))
+    assert hybrid_loss(x, T, name, output_kind="logits").item() == pytest.approx(EXPECTED[name], rel=1e-5)
+
+
+def test_sound_variant_formulas():
+    x = torch.logit(torch.tensor(P))
+    # BCEWithLogits on logits = BCE, so the 0.7 + 0.3 mix collapses to BCE, and triple to 0.7 BCE + 0.3 L1 + 0.3 MSE
+    assert hybrid_loss(x, T, "bce_bcewithlogits", "logits", "sound").item() == pytest.approx(BCE, rel=1e-5)
+    triple = 0.7 * BCE + 0.3 * L1 + 0.3 * MSE
+    assert hybrid_loss(x, T, "triple", "logits", "sound").item() == pytest.approx(triple, rel=1e-5)
+
+
+def test_fake_target():
+    got = hybrid_loss(torch.tensor([0.25]), 0.0, "bce_mse_40_60")
+    assert got.item() == pytest.approx(0.4 * _bce(0.25, 0) + 0.6 * 0.0625, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", HYBRID_LOSSES)
+def test_never_negative_and_stable_for_extreme_logits(name):
+    x = torch.tensor([-80.0, 0.0, 80.0], requires_grad=True)
+    for target in (0.0, 1.0):
+        loss = hybrid_loss(x, target, name, "logits", "sound")
+        assert loss.item() >= 0 and math.isfinite(loss.item())
+        (g,) = torch.autograd.grad(loss, x)
+        assert torch.isfinite(g).all()
+    # at x = -80 the true BCE against 1 is 80; the probability path clamps log(0) at -100, the logit path is exact
+    assert hybrid_loss(torch.tensor([-80.0]), 1.0, "bce", "logits").item() == pytest.approx(80.0, rel=1e-5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="unknown hybrid loss"):
+        hybrid_loss(torch.tensor([0.5]), 1.0, "hinge")
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        hybrid_loss(torch.tensor([1.5]), 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        hybrid_loss(torch.tensor([float("nan")]), 1.0)
+    with pytest.raises(ValueError, match="needs logits"):
+        hybrid_loss(torch.tensor([0.5]), 1.0, "bce", "probs", "sound")
+    with pytest.raises(TypeError, match="floating-point"):
+        hybrid_loss(torch.tensor([1]), 1.0)
+
+
+def test_discriminator_accuracy():
+    # real: 0.9 right, 0.4 wrong; fake: 0.1 right, 0.7 wrong -> 2 of 4
+    assert discriminator_accuracy(torch.tensor([0.9, 0.4]), torch.tensor([0.1, 0.7]), mode="hard") == 0.5
+    # soft (3D-CGAN): (mean real 0.65 + (1 - mean fake 0.4)) / 2 = 0.625
+    assert discriminator_accuracy(torch.tensor([0.9, 0.4]), torch.tensor([0.1, 0.7])) == pytest.approx(0.625)
+    assert discriminator_accuracy(torch.tensor([2.0, 1.0]), torch.tensor([-1.0, -3.0]), "logits", "hard") == 1.0

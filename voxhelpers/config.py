@@ -1,0 +1,174 @@
+"""Run profiles, data roots and one config dataclass per system.
+
+Profiles choose the budget of every notebook and training run through one setting, the environment
+variable ``VOXHELPERS_PROFILE``:
+
+* ``smoke`` — seconds; what CI runs every notebook with.
+* ``cpu`` (default) — minutes on a laptop.
+* ``full`` — the seeds' budgets, for a GPU.
+
+Datasets are found through ``VOXHELPERS_DATA``, a search path (``os.pathsep``-separated folders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILES = ("smoke", "cpu", "full")
+PROFILE_ENV = "VOXHELPERS_PROFILE"
+DATA_ENV = "VOXHELPERS_DATA"
+
+
+def get_profile(profile: str | None = None) -> str:
+    """Return the active run profile (argument, else ``$VOXHELPERS_PROFILE``, else ``"cpu"``).
+
+    Raises:
+        ValueError: if the profile is not one of ``smoke``, ``cpu``, ``full``.
+    """
+    profile = profile or os.environ.get(PROFILE_ENV) or "cpu"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES} (env {PROFILE_ENV})")
+    return profile
+
+
+def data_roots() -> list[Path]:
+    """Folders searched for datasets: ``$VOXHELPERS_DATA`` (a search path), then ``./data`` and ``../data``."""
+    roots = [Path(p).expanduser() for p in os.environ.get(DATA_ENV, "").split(os.pathsep) if p]
+    here = Path.cwd()
+    roots += [here / "data", here.parent / "data", Path(__file__).resolve().parent.parent / "data"]
+    seen, out = set(), []
+    for r in roots:
+        key = str(r.resolve()) if r.exists() else str(r)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not under any data root; the message says where to get it."""
+
+
+def find_data(relative: str, how_to_get: str) -> Path:
+    """Return the first ``<root>/<relative>`` that exists among :func:`data_roots`.
+
+    Args:
+        relative: path of the dataset inside a data root, e.g. ``"synthevox3d"``.
+        how_to_get: one or two sentences telling the user where to download it.
+
+    Raises:
+        DatasetNotFoundError: naming the folders searched and how to obtain the data.
+    """
+    roots = data_roots()
+    for root in roots:
+        candidate = root / relative
+        if candidate.exists():
+            return candidate
+    searched = "\n  ".join(str(r / relative) for r in roots)
+    raise DatasetNotFoundError(
+        f"dataset {relative!r} not found. Searched:\n  {searched}\n{how_to_get}\n"
+        f"Set {DATA_ENV} to the folder that holds {relative!r} (several folders: separate with {os.pathsep!r})."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# System 1: hybrid-loss conditional 3D voxel GAN (seed 000; SPEC §1)
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class VoxelCGANConfig:
+    """Hybrid-loss conditional voxel GAN, paper (seed) defaults.
+
+    The seed: Va-un/Hybridized-Loss-Functions-for-3D-Conditional-GANs, a modified copy of
+    cihanongun/3D-CGAN (Öngün & Temizel, ECCV 2018 workshop).
+    """
+
+    category: str = "airplane"  # SynthEVox3D category name (or synset id)
+    loss: str = "bce_bcewithlogits"  # one of voxhelpers.losses.HYBRID_LOSSES
+    n_conditions: int = 2  # rotation conditions; 2 reproduces the seed (scalar condition 0/1)
+    z_dim: int = 200  # latent size
+    size: int = 32  # voxel grid side
+    condition: str = "scalar"  # "scalar": the condition index as one input (seed); "onehot": N inputs
+    output: str = "probs"  # "probs": D ends in a sigmoid (seed); "logits": raw scores
+    variant: str = "seed"  # loss formulas: "seed" verbatim, or "sound" (needs output="logits")
+    epochs: int = 401  # the seed trained epochs 0..400
+    batch_size: int = 128  # seed; with 80 shapes this is one batch of 80 per epoch
+    optimizer: str = "rmsprop"  # "rmsprop" (the seed) or "adam" (β 0.5, 0.999; its upstream 3D-CGAN)
+    lr_d: float = 5e-5  # discriminator learning rate
+    lr_g: float = 2.5e-3  # generator learning rate
+    d_acc_gate: float = 0.95  # skip D steps when D's (soft) accuracy on the previous batch was >= this
+    pairing: bool = True  # the pairing G step that makes all conditions draw the same object
+    ema_decay: float = 0.98  # exponential moving average of G's weights per batch, the model we ship; 0 = off (seed)
+    sample_every: int = 40  # sample sheet (and checkpoint) every k epochs
+    n_train: int | None = None  # use only the first n shapes (None: all 80)
+    seed: int = 0
+    data: str = "synthevox3d"  # "synthevox3d" (real arrays) or "procedural" (stand-in shapes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: budgets per profile (fields of VoxelCGANConfig overridden by the profile)
+VOXEL_CGAN_PROFILES: dict[str, dict] = {
+    "smoke": {"epochs": 3, "n_train": 8, "batch_size": 8, "sample_every": 2},
+    "cpu": {"epochs": 60, "sample_every": 20},
+    "full": {"epochs": 401, "sample_every": 40},
+}
+
+
+def voxel_cgan_config(profile: str | None = None, **overrides) -> VoxelCGANConfig:
+    """Build the cGAN config for a profile, then apply explicit overrides (unknown keys raise)."""
+    profile = get_profile(profile)
+    values = {**VOXEL_CGAN_PROFILES[profile], **overrides}
+    names = {f.name for f in dataclasses.fields(VoxelCGANConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown VoxelCGANConfig fields {sorted(unknown)}; expected some of {sorted(names)}")
+    return VoxelCGANConfig(**values)
+
+
+@dataclass
+class EvalBudget:
+    """How many samples evaluation cells draw, per profile."""
+
+    n_consistency: int = 1000  # z drawn for condition-consistency AAD/AVAR
+    n_generated: int = 80  # generated shapes compared with the real set (COV/MMD/1-NNA)
+    extra: dict = field(default_factory=dict)
+
+
+EVAL_PROFILES: dict[str, EvalBudget] = {
+    "smoke": EvalBudget(n_consistency=16, n_generated=8),
+    "cpu": EvalBudget(n_consistency=200, n_generated=80),
+    "full": EvalBudget(n_consistency=1000, n_generated=80),
+}
+
+
+def eval_budget(profile: str | None = None) -> EvalBudget:
+    """The evaluation budget of a profile."""
+    return EVAL_PROFILES[get_profile(profile)]
+
+
+# --------------------------------------------------------------------------------------------------
+# project folders
+# --------------------------------------------------------------------------------------------------
+def project_root() -> Path:
+    """The repository root: the first folder upward from the working directory holding ``models/`` and
+    ``notebooks/`` (notebooks run from their own folder), else the folder above the installed package."""
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "models").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def models_dir() -> Path:
+    """``<root>/models``: pretrained weights and their cards."""
+    return project_root() / "models"
+
+
+def output_dir(kind: str = "images", profile: str | None = None) -> Path:
+    """Where notebooks write figures and tables: ``<root>/<kind>`` for the ``cpu`` and ``full`` profiles, and
+    ``<root>/runs/smoke/<kind>`` for ``smoke`` (so CI never overwrites the README's figures)."""
+    root = project_root()
+    return root / "runs" / "smoke" / kind if get_profile(profile) == "smoke" else root / kind

@@ -1,0 +1,32 @@
+"""Networks, one file per system, built by name (the pix2pix ``define_G``/``define_D`` habit)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .voxel_gan import CGANDiscriminator, CGANGenerator
+
+GENERATORS = {"voxel_cgan": CGANGenerator}
+DISCRIMINATORS = {"voxel_cgan": CGANDiscriminator}
+
+
+def build_generator(name: str, **kwargs) -> nn.Module:
+    """Build a generator by system name (one of ``GENERATORS``) with the network's own keyword arguments."""
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator {name!r}; expected one of {sorted(GENERATORS)}")
+    return GENERATORS[name](**kwargs)
+
+
+def build_discriminator(name: str, **kwargs) -> nn.Module:
+    """Build a discriminator / critic by system name (one of ``DISCRIMINATORS``)."""
+    if name not in DISCRIMINATORS:
+        raise ValueError(f"unknown discriminator {name!r}; expected one of {sorted(DISCRIMINATORS)}")
+    return DISCRIMINATORS[name](**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["CGANGenerator", "CGANDiscriminator", "build_generator", "build_discriminator", "count_parameters"]
