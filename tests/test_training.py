@@ -70,6 +70,12 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert (tmp_path / "a" / "samples" / "epoch_0002.png").is_file()  # and the last one
 
 
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    train_voxel_cgan(_tiny_cfg(epochs=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"belongs to another run.*\['loss'\]"):
+        train_voxel_cgan(_tiny_cfg(epochs=2, loss="triple"), tmp_path, progress=False)
+
+
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     lin = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(lin.parameters(), 0.1)

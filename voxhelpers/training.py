@@ -71,7 +71,16 @@ class TrainState:
             "config": self.config,
         }
 
-    def load_state_dict(self, ckpt: dict) -> None:
+    def load_state_dict(self, ckpt: dict, source: str = "checkpoint") -> None:
+        """Restore from :meth:`state_dict`; a checkpoint of another run (other models or config) is refused."""
+        budget_keys = {"epochs", "sample_every"}  # a resumed run may extend its budget
+        old = {k: v for k, v in ckpt.get("config", {}).items() if k not in budget_keys}
+        new = {k: v for k, v in self.config.items() if k not in budget_keys}
+        missing = set(self.models) - set(ckpt.get("models", {}))
+        if missing or old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(f"{source} belongs to another run (models missing: {sorted(missing)}, config differs in "
+                             f"{diff}); delete it or choose another run folder to start over")
         for k, m in self.models.items():
             m.load_state_dict(ckpt["models"][k])
         for k, o in self.optimizers.items():
@@ -109,7 +118,7 @@ def fit(state: TrainState, run_epoch: Callable[[TrainState], dict], epochs: int,
 
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        state.load_state_dict(load_checkpoint(ckpt_path))
+        state.load_state_dict(load_checkpoint(ckpt_path), str(ckpt_path))
     bar = tqdm(total=epochs, initial=state.epoch, desc=desc, disable=not progress, leave=False)
     try:
         while state.epoch < epochs:
@@ -283,6 +292,7 @@ def _main(argv=None) -> None:
     q.add_argument("--export", default=None, help="folder for <loss>.safetensors + <loss>.json (e.g. models/...)")
     q.add_argument("--evaluate", action="store_true", help="evaluate the exported weights and write the card metrics")
     q.add_argument("--optimizer", default="rmsprop", choices=("rmsprop", "adam"))
+    q.add_argument("--seed", type=int, default=0)
     q.add_argument("--ema", type=float, default=0.98, help="EMA decay of G's weights per batch (0: off, the seed)")
     q.add_argument("--variant", default="seed", choices=("seed", "sound"),
                    help="loss formulas: the seed's verbatim (D outputs probabilities) or sound (D outputs logits)")
@@ -292,7 +302,7 @@ def _main(argv=None) -> None:
     for loss in losses:
         extra = {"variant": "sound", "output": "logits"} if args.variant == "sound" else {}
         cfg = voxel_cgan_config(profile, category=args.category, loss=loss, optimizer=args.optimizer,
-                                ema_decay=args.ema, **extra)
+                                ema_decay=args.ema, seed=args.seed, **extra)
         run = Path(args.out) / cfg.category / loss
         G, _, history = train_voxel_cgan(cfg, run, args.device)
         history.to_csv(run / "history.csv", index=False)
@@ -300,7 +310,7 @@ def _main(argv=None) -> None:
             from .inference import save_pretrained
 
             command = (f"VOXHELPERS_PROFILE={profile} python -m voxhelpers.training voxel_cgan --category "
-                       f"{args.category} --loss {args.loss} --optimizer {args.optimizer} --ema {args.ema} "
+                       f"{args.category} --loss {args.loss} --optimizer {args.optimizer} --ema {args.ema} --seed {args.seed} "
                        f"--variant {args.variant} --out {args.out} --export {args.export}")
             if args.evaluate:
                 command += " --evaluate"
