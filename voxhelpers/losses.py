@@ -123,3 +123,93 @@ def discriminator_accuracy(real_out: torch.Tensor, fake_out: torch.Tensor, outpu
         return float((real_out.float().mean() + 1 - fake_out.float().mean()) / 2)
     correct = torch.cat([(real_out > 0.5).float(), (fake_out <= 0.5).float()])
     return float(correct.mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# WGAN-GP (3D-IWGAN, SPEC §2) and the VAE's KL term
+# --------------------------------------------------------------------------------------------------
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """The WGAN-GP gradient penalty E[(‖∇ₓ̂ D(x̂)‖₂ − 1)²] (Gulrajani et al., NeurIPS 2017, arXiv 1704.00028).
+
+    x̂ = ε·real + (1 − ε)·fake with one ε ~ U(0, 1) per sample (shape (B, 1, …, 1)), drawn on the CPU
+    ``generator`` and detached from both inputs, so the penalty trains the critic only. The gradient of
+    ``critic(x̂).sum()`` with respect to x̂ is taken with ``create_graph=True`` (the penalty is backpropagated),
+    and its L2 norm is taken **per sample over all non-batch axes**. The original 3D-IWGAN
+    (``tf.reduce_sum(tf.square(g), reduction_indices=[1])`` on (B, 32, 32, 32) grids) summed over one spatial
+    axis only, penalising 32² partial norms per sample instead of one; kaolin's port fixed it.
+
+    Args:
+        critic: a module or callable mapping (B, …) to (B,) (or (B, 1)) scores, e.g. :class:`IWGANCritic`.
+        real: real samples (B, …), rank ≥ 2, in the critic's input range (e.g. (B, 1, 32, 32, 32) in [−1, 1]).
+        fake: generated samples of the same shape.
+        generator: torch.Generator for ε.
+
+    Returns:
+        scalar tensor ≥ 0, differentiable with respect to the critic's parameters.
+
+    Raises:
+        ValueError: shapes differ, rank < 2, or an empty batch.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake must have the same shape (B, ...), got {tuple(real.shape)} "
+                         f"and {tuple(fake.shape)}")
+    if real.ndim < 2 or real.shape[0] == 0:
+        raise ValueError(f"expected a non-empty batch (B, ...) with rank >= 2, got {tuple(real.shape)}")
+    b = real.shape[0]
+    eps = torch.rand((b,) + (1,) * (real.ndim - 1), generator=generator).to(real.device, real.dtype)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    norms = torch.linalg.vector_norm(grad.reshape(b, -1), ord=2, dim=1)  # (B,): one norm per sample
+    return ((norms - 1) ** 2).mean()
+
+
+def wgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """The WGAN critic loss E[D(fake)] − E[D(real)] (Arjovsky et al. 2017; 3D-IWGAN's ``d_loss`` without the GP).
+
+    Args:
+        real_scores: critic scores (B,) of real samples, unbounded.
+        fake_scores: critic scores (B',) of generated samples.
+
+    Returns:
+        scalar tensor (any sign); its negative estimates the Wasserstein-1 distance.
+    """
+    return fake_scores.float().mean() - real_scores.float().mean()
+
+
+def wgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """The WGAN generator loss −E[D(fake)] (Arjovsky et al. 2017; 3D-IWGAN's ``g_loss`` without reconstruction).
+
+    Args:
+        fake_scores: critic scores (B,) of generated samples, unbounded.
+
+    Returns:
+        scalar tensor (any sign).
+    """
+    return -fake_scores.float().mean()
+
+
+def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, I)) in closed form, summed over latent dims and averaged over the batch.
+
+    Per dimension ½(μ² + σ² − 1) − log σ (Kingma & Welling 2014, appendix B), with σ = exp(log σ). The
+    original 3D-VAE-IWGAN used the same per-dimension term but averaged it over the dims too (a 1/200 smaller
+    weight).
+
+    Args:
+        mu: means (B, z_dim).
+        log_sigma: log standard deviations (B, z_dim).
+
+    Returns:
+        scalar tensor ≥ 0 (0 exactly when μ = 0 and log σ = 0).
+
+    Raises:
+        ValueError: shapes differ or are not (B, z_dim).
+    """
+    if mu.shape != log_sigma.shape or mu.ndim != 2:
+        raise ValueError(f"mu and log_sigma must both be (B, z_dim), got {tuple(mu.shape)} "
+                         f"and {tuple(log_sigma.shape)}")
+    mu, log_sigma = mu.float(), log_sigma.float()
+    per_dim = 0.5 * (mu**2 + torch.exp(2 * log_sigma) - 1) - log_sigma  # (B, z_dim)
+    return per_dim.sum(dim=1).mean()

@@ -11,7 +11,8 @@ import contextlib
 import torch
 from torch import nn
 
-from .losses import discriminator_accuracy, hybrid_loss
+from .losses import discriminator_accuracy, gradient_penalty, hybrid_loss, wgan_critic_loss, wgan_generator_loss
+from .nets.voxel_gan import voxels_to_tanh
 from .transforms import condition_rotation
 
 
@@ -105,4 +106,80 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
         loss_pair.backward()
         opt_g.step()
         out["loss_pair"] = float(loss_pair.detach())
+    return out
+
+
+def iwgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+               real: torch.Tensor, step: int, gp_weight: float = 10.0, n_critic: int = 5,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+    """One batch of 3D-IWGAN (Smith & Meger, CoRL 2017, arXiv 1707.09557; WGAN-GP, Gulrajani et al. 2017).
+
+    Critic step (every batch): x = 2·real − 1 (:func:`voxhelpers.nets.voxel_gan.voxels_to_tanh`),
+    x̃ = G(z) without gradients to G, and
+    loss_d = E[D(x̃)] − E[D(x)] + ``gp_weight``·GP (:func:`voxhelpers.losses.gradient_penalty`, per-sample
+    norm). Generator step (only when ``step % n_critic == 0``, the paper's one G update per 5 critic updates),
+    with D's parameters frozen: loss_g = −E[D(G(z))]. Runs in fp32 (no autocast: the penalty's double
+    backward needs the precision). z ~ N(0, I) is drawn with :func:`sample_z` on ``generator``.
+
+    Args:
+        G: generator mapping z (B, G.z_dim) to (B, 1, 32, 32, 32) in [−1, 1], e.g. ``IWGANGenerator``.
+        D: critic mapping (B, 1, 32, 32, 32) to (B,) scores, e.g. ``IWGANCritic``.
+        opt_g, opt_d: their optimizers (the paper: Adam, lr 1e-4, betas (0.5, 0.9)).
+        real: real grids (B, 1, 32, 32, 32) in {0, 1}.
+        step: index of this batch (0, 1, 2, …); the generator is updated when ``step % n_critic == 0``.
+        gp_weight: λ of the gradient penalty (10).
+        n_critic: critic updates per generator update (5).
+        generator: torch.Generator for z and the penalty's ε.
+
+    Returns:
+        ``loss_d`` (with the weighted penalty), ``loss_gp`` (the penalty before weighting), ``wasserstein``
+        (E[D(x)] − E[D(x̃)], the critic's estimate of the Wasserstein-1 distance), ``loss_g`` (NaN on batches
+        without a generator update).
+
+    Raises:
+        ValueError: ``real`` not (B, 1, D, H, W) or not binary, ``step`` < 0, ``n_critic`` < 1, ``gp_weight`` < 0.
+        FloatingPointError: the critic returned NaN or inf (the update that caused it has already been applied;
+            lower the learning rate or restore a checkpoint).
+    """
+    if real.ndim != 5 or real.shape[1] != 1:
+        raise ValueError(f"real must be (B, 1, 32, 32, 32) in {{0, 1}}, got {tuple(real.shape)}")
+    if step < 0 or n_critic < 1 or gp_weight < 0:
+        raise ValueError(f"need step >= 0, n_critic >= 1 and gp_weight >= 0, got {step}, {n_critic}, {gp_weight}")
+    B, device = real.shape[0], real.device
+    x_real = voxels_to_tanh(real).float()  # (B, 1, 32, 32, 32) in {-1, 1}
+
+    def _check(scores: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(scores).all():
+            raise FloatingPointError(f"critic output on {what} samples is NaN or inf (step {step}); the critic "
+                                     "diverged: lower the learning rate or restore the last checkpoint")
+
+    # --- critic step: E[D(G(z))] - E[D(x)] + λ·GP, every batch
+    with torch.no_grad():
+        fake = G(sample_z(B, G.z_dim, generator, device))
+    d_real, d_fake = D(x_real), D(fake)
+    _check(d_real.detach(), "real")
+    _check(d_fake.detach(), "generated")
+    loss_w = wgan_critic_loss(d_real, d_fake)
+    loss_gp = gradient_penalty(D, x_real, fake, generator)
+    loss_d = loss_w + gp_weight * loss_gp
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    out = {"loss_d": float(loss_d.detach()), "loss_gp": float(loss_gp.detach()),
+           "wasserstein": float(-loss_w.detach()), "loss_g": float("nan")}
+    # --- generator step: -E[D(G(z))], every n_critic-th batch, D frozen
+    if step % n_critic == 0:
+        flags = [p.requires_grad for p in D.parameters()]
+        D.requires_grad_(False)
+        try:
+            d_gen = D(G(sample_z(B, G.z_dim, generator, device)))
+            _check(d_gen.detach(), "generated")
+            loss_g = wgan_generator_loss(d_gen)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+        finally:
+            for p, flag in zip(D.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+        out["loss_g"] = float(loss_g.detach())
     return out

@@ -310,8 +310,8 @@ def _main(argv=None) -> None:
             from .inference import save_pretrained
 
             command = (f"VOXHELPERS_PROFILE={profile} python -m voxhelpers.training voxel_cgan --category "
-                       f"{args.category} --loss {args.loss} --optimizer {args.optimizer} --ema {args.ema} --seed {args.seed} "
-                       f"--variant {args.variant} --out {args.out} --export {args.export}")
+                       f"{args.category} --loss {args.loss} --optimizer {args.optimizer} --ema {args.ema} "
+                       f"--seed {args.seed} --variant {args.variant} --out {args.out} --export {args.export}")
             if args.evaluate:
                 command += " --evaluate"
             path = save_pretrained(G, "voxel_cgan", cfg.to_dict(), Path(args.export) / f"{loss}.safetensors",
