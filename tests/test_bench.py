@@ -1,0 +1,118 @@
+"""Tests for voxhelpers.bench: the GEMM peak, FLOP counting, the case registry and the markdown report.
+
+Nothing here asserts a wall time: the machines running the tests are shared and drift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from voxhelpers import bench
+
+
+def test_gemm_peak_positive_finite_and_max_of_the_two():
+    peak = bench.measure_gemm_peak(n=128, repeats=2, device="cpu", warmup=1)
+    assert peak.n == 128 and peak.device == "cpu" and peak.dtype == "float32"
+    for g in (peak.mm_gflops, peak.conv_gflops, peak.peak_gflops):
+        assert math.isfinite(g) and g > 0
+    assert peak.peak_gflops == max(peak.mm_gflops, peak.conv_gflops)
+    assert peak.peak_for("fp32") == peak.peak_gflops
+    assert peak.peak_for("bf16") == peak.peak_gflops  # no bf16 figure on the CPU: falls back to fp32
+
+
+def test_gemm_operands_are_the_same_product():
+    n = 16
+    ops = bench.gemm_operands(n)
+    assert ops["x"].is_contiguous(memory_format=torch.channels_last)
+    assert ops["w"].is_contiguous(memory_format=torch.channels_last)
+    # conv2d(x, w)[0, o, 0, p] = sum_i w[o, i] * x[0, i, 0, p]: the matrix product W (n×n) @ X (n×n)
+    conv = F.conv2d(ops["x"], ops["w"])[0, :, 0, :]
+    torch.testing.assert_close(conv, ops["w"][:, :, 0, 0] @ ops["x"][0, :, 0, :], rtol=1e-4, atol=1e-4)
+    # both are exactly 2·n³ FLOPs
+    assert bench.count_flops(lambda: torch.mm(ops["a"], ops["b"])) == 2 * n**3
+    assert bench.count_flops(lambda: F.conv2d(ops["x"], ops["w"])) == 2 * n**3
+
+
+def test_count_flops_of_a_linear_layer():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(16, 64, requires_grad=True)
+    # forward: y = x W^T + b is one (16×64)·(64×32) product, 16·32 outputs of 64 multiply-adds each:
+    # 2 · 16 · 64 · 32 = 65,536 FLOPs (the bias add is not a matmul and counts zero)
+    assert bench.count_flops(lambda: lin(x)) == 2 * 16 * 64 * 32 == 65_536
+    # forward + backward: dL/dx = g W (16×32)·(32×64) and dL/dW = g^T x (32×16)·(16×64), each as large as the
+    # forward product, so 3 · 65,536 in all
+    assert bench.count_flops(lambda: lin(x).sum().backward()) == 3 * 65_536
+
+
+def test_time_calls_counts_calls_and_rejects_bad_arguments():
+    calls = []
+    times = bench.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(times) == 3 and len(calls) == 5 and all(t >= 0 for t in times)
+    with pytest.raises(ValueError):
+        bench.time_calls(lambda: None, repeats=0)
+
+
+def test_registry_has_the_cases_and_rejects_duplicates():
+    assert {"voxel_cgan_iteration", "voxel_cgan_generator_fwd", "voxel_metrics_1000x80"} <= set(bench.CASES)
+    opts = bench.BenchOptions(torch.device("cpu"), quick=True)
+    rows = bench.CASES["voxel_cgan_iteration"](opts)  # builders are lazy: nothing is built until setup()
+    assert [r.fmt for r in rows] == ["channels_last_3d", "contiguous"]
+    with pytest.raises(ValueError, match="already registered"):
+        bench.register_case("voxel_cgan_iteration")(lambda o: [])
+
+
+def test_run_case_and_report_of_a_custom_case():
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(16, 64)
+    case = bench.BenchCase("toy_linear", lambda: (lambda: lin(x)), batch=16, samples=16, fmt="dense",
+                           notes="a | pipe", derive=lambda s: "derived")
+    peak = bench.GemmPeak(10.0, 20.0, 8, "cpu")
+    r = bench.run_case(case, peak, repeats=2, device="cpu")
+    assert r.flops == 65_536 and len(r.seconds) == 2 and r.peak_gflops == 20.0
+    assert r.samples_per_s > 0 and r.gflops > 0 and r.pct_of_peak == pytest.approx(100 * r.gflops / 20.0)
+    assert r.peak_rss_mb > 0 and "derived" in r.notes
+    text = bench.format_markdown(bench.BenchReport(peak, [r], torch.device("cpu"), repeats=2))
+    row = next(line for line in text.splitlines() if line.startswith("| `toy_linear`"))
+    assert len(row.strip("|").split("|")) == len(bench.COLUMNS)  # the pipe in the notes was escaped
+
+
+def test_quick_cgan_iteration_runs_the_real_step():
+    """Guards the case against API drift of ``voxel_cgan_step`` (tiny batch; channels-last row only)."""
+    opts = bench.BenchOptions(torch.device("cpu"), quick=True)
+    case = bench.CASES["voxel_cgan_iteration"](opts)[0]
+    case.warmup = 0  # the FLOP-counting call already warmed it up
+    r = bench.run_case(case, bench.GemmPeak(1.0, 1.0, 8, "cpu"), repeats=1, device="cpu")
+    assert r.fmt == "channels_last_3d" and r.batch == 4 and r.flops > 0 and r.samples_per_s > 0
+    assert "401-epoch seed run" in r.notes
+
+
+def test_main_quick_writes_the_markdown_table(tmp_path, capsys):
+    out = tmp_path / "sub" / "b.md"
+    assert bench.main(["--quick", "--out", str(out), "--cases", "voxel_cgan_generator_fwd,voxel_metrics_1000x80"]) == 0
+    text = out.read_text()
+    assert text.strip() in capsys.readouterr().out  # printed as well
+    lines = text.splitlines()
+    header = "| " + " | ".join(bench.COLUMNS) + " |"
+    assert header in lines
+    for word in ("torch", "threads", "CPU", "GEMM", "peak"):
+        assert word in text
+    rows = [line for line in lines if line.startswith("| `")]
+    assert [r.split("|")[1].strip() for r in rows] == ["`voxel_cgan_generator_fwd`"] * 2 + ["`voxel_metrics_1000x80`"]
+    assert [r.split("|")[2].strip() for r in rows] == ["channels_last_3d", "contiguous", "bool"]
+    for r in rows:
+        cells = [c.strip() for c in r.strip().strip("|").split("|")]
+        assert len(cells) == len(bench.COLUMNS)
+        assert float(cells[3].replace(",", "")) > 0  # samples/s
+    metrics_cells = [c.strip() for c in rows[-1].strip().strip("|").split("|")]
+    assert metrics_cells[4] == metrics_cells[5] == "—"  # no FLOP figures for the metrics case
+    assert not list(out.parent.glob(".*.tmp"))  # the temporary file was renamed away
+
+
+def test_main_rejects_an_unknown_case(tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--out", str(tmp_path / "b.md"), "--cases", "no_such_case"])
