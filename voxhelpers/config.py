@@ -172,3 +172,79 @@ def output_dir(kind: str = "images", profile: str | None = None) -> Path:
     ``<root>/runs/smoke/<kind>`` for ``smoke`` (so CI never overwrites the README's figures)."""
     root = project_root()
     return root / "runs" / "smoke" / kind if get_profile(profile) == "smoke" else root / kind
+
+
+# --------------------------------------------------------------------------------------------------
+# System 2: 3D-IWGAN voxel generation (seed 003; SPEC §2)
+# --------------------------------------------------------------------------------------------------
+IWGAN_DATA_SOURCES = ("synthevox3d", "modelnet10", "procedural")
+
+
+@dataclass
+class IWGANConfig:
+    """3D-IWGAN unconditional voxel generation, the paper's defaults (SPEC §2).
+
+    Smith & Meger, "Improved Adversarial Systems for 3D Object Generation and Reconstruction", CoRL 2017
+    (arXiv 1707.09557); the seed: EdwardSmith1884/3D-IWGAN. WGAN-GP (Gulrajani et al. 2017) on 32³ grids.
+
+    Raises:
+        ValueError: a ``data`` string not of the form ``<source>:<name>``, or a value out of range.
+    """
+
+    data: str = "modelnet10:chair"  # "synthevox3d:<category>", "modelnet10:<category>" or "procedural:<kind>"
+    z_dim: int = 200  # latent size
+    batch_size: int = 256  # the paper's batch
+    epochs: int = 1500  # the paper's budget
+    lr: float = 1e-4  # Adam learning rate of critic and generator
+    betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of both
+    gp_weight: float = 10.0  # λ of the gradient penalty
+    n_critic: int = 5  # critic updates per generator update: the generator steps on every 5th batch
+    holdout: float = 0.2  # fraction of the (distinct) shapes held back for evaluation, by a seeded permutation
+    max_shapes: int | None = None  # keep only the first k distinct shapes, before the split (None: all)
+    ema_decay: float = 0.0  # moving average of G's weights per generator update; 0 = off (the paper)
+    sample_every: int = 50  # sample sheet (and checkpoint) every k epochs
+    seed: int = 0  # weights, shuffling, z, the penalty's ε and the split
+    g_channels: tuple[int, ...] | None = None  # generator widths; None: the paper's (256, 128, 64, 32)
+    d_channels: tuple[int, ...] | None = None  # critic widths; None: the paper's (32, 64, 128, 256)
+
+    def __post_init__(self) -> None:
+        source, sep, name = self.data.partition(":")
+        if not sep or source not in IWGAN_DATA_SOURCES or not name:
+            raise ValueError(f"data must be '<source>:<name>' with source in {IWGAN_DATA_SOURCES}, e.g. "
+                             f"'modelnet10:chair' or 'procedural:chair', got {self.data!r}")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+        if min(self.z_dim, self.batch_size, self.n_critic, self.sample_every) < 1 or self.epochs < 0:
+            raise ValueError("z_dim, batch_size, n_critic and sample_every must be >= 1 and epochs >= 0, got "
+                             f"{self.z_dim}, {self.batch_size}, {self.n_critic}, {self.sample_every}, {self.epochs}")
+        if self.max_shapes is not None and self.max_shapes < 1:
+            raise ValueError(f"max_shapes must be None or >= 1, got {self.max_shapes}")
+        if self.gp_weight < 0 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"need gp_weight >= 0, lr > 0 and ema_decay in [0, 1), got {self.gp_weight}, "
+                             f"{self.lr}, {self.ema_decay}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: budgets per profile (fields of IWGANConfig overridden by the profile)
+IWGAN_PROFILES: dict[str, dict] = {
+    "smoke": {"epochs": 2, "batch_size": 8, "max_shapes": 16, "sample_every": 1},
+    "cpu": {"epochs": 60, "batch_size": 64, "sample_every": 20},
+    "full": {"epochs": 1500, "batch_size": 256, "sample_every": 50},
+}
+
+
+def iwgan_config(profile: str | None = None, **overrides) -> IWGANConfig:
+    """Build the 3D-IWGAN config for a profile, then apply explicit overrides (unknown keys raise).
+
+    Raises:
+        ValueError: an unknown profile, an unknown field (the message lists the valid ones) or a bad value.
+    """
+    profile = get_profile(profile)
+    values = {**IWGAN_PROFILES[profile], **overrides}
+    names = {f.name for f in dataclasses.fields(IWGANConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown IWGANConfig fields {sorted(unknown)}; expected some of {sorted(names)}")
+    return IWGANConfig(**values)
