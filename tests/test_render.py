@@ -130,3 +130,16 @@ def test_bad_input():
         render_voxels(good, 0.0, 0.0, light=(0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="background"):
         render_voxels(good, 0.0, 0.0, background=2.0)
+
+
+def test_up_axis_z_puts_high_axis2_voxels_at_the_top():
+    # a block at the high end of axis 2: with up="z" it must land in the upper half of a level view
+    v = torch.zeros(1, 8, 8, 8)
+    v[0, 3:5, 3:5, 6:8] = 1
+    img = render_voxels(v, 0.0, 0.0, image_size=32, up="z")[0, 0]
+    rows = (img < 1).nonzero()[:, 0]
+    assert len(rows) > 0 and rows.float().mean() < 16  # image row 0 is the top
+    img_y = render_voxels(v, 0.0, 0.0, image_size=32, up="y")[0, 0]
+    assert not torch.equal(img, img_y)
+    with pytest.raises(ValueError, match="up must be"):
+        render_voxels(v, 0.0, 0.0, up="x")

@@ -137,7 +137,8 @@ def _visible_candidates(occ: torch.Tensor, toward: torch.Tensor) -> torch.Tensor
 
 
 def render_voxels(voxels, azimuth, elevation, image_size: int = 128, threshold: float = 0.5,
-                  light: Sequence[float] | torch.Tensor | None = None, background: float = 1.0) -> torch.Tensor:
+                  light: Sequence[float] | torch.Tensor | None = None, background: float = 1.0,
+                  up: str = "y") -> torch.Tensor:
     """Render voxel grids as shaded orthographic RGB views (the 3D-VAE-IWGAN encoder's input, SPEC §2).
 
     Deterministic and batched; see the module docstring for the world frame, the camera convention and the
@@ -155,6 +156,9 @@ def render_voxels(voxels, azimuth, elevation, image_size: int = 128, threshold: 
         light: direction towards the light in camera coordinates (x right, y up, z towards the viewer), 3
             numbers, normalised here; ``None`` for :data:`DEFAULT_LIGHT`.
         background: grey level of empty pixels, in [0, 1].
+        up: which grid axis points up: ``"y"`` (axis 1, as in :mod:`voxhelpers.synthetic`) or ``"z"`` (axis 2, as
+            in the preprocessed SynthEVox3D grids and matplotlib's voxel plots); ``"z"`` turns the grids 90° about
+            axis 0 (a rotation, not a mirror) before rendering.
 
     Returns:
         float32 tensor (B, 3, image_size, image_size) in [0, 1] on the voxels' device.
@@ -162,9 +166,13 @@ def render_voxels(voxels, azimuth, elevation, image_size: int = 128, threshold: 
     Raises:
         ValueError: voxels not (B, 1, D, H, W) / (B, D, H, W) or containing NaN; angles not finite or not (B,);
             image_size < 16; threshold not finite; light not 3 finite numbers with a non-zero length; background
-            outside [0, 1].
+            outside [0, 1]; ``up`` not ``"y"`` or ``"z"``.
     """
+    if up not in ("y", "z"):
+        raise ValueError(f"up must be 'y' (grid axis 1) or 'z' (grid axis 2), got {up!r}")
     occ_in = _as_voxels(voxels)
+    if up == "z":
+        occ_in = torch.rot90(occ_in, -1, (2, 3))  # +axis 2 becomes +axis 1 (y, up), per sample
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 16:
         raise ValueError(f"image_size must be an integer >= 16 (output (B, 3, size, size)), got {image_size!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
