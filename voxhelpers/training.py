@@ -5,6 +5,13 @@
 checkpoint produces the same weights as an uninterrupted one. A NaN or inf loss stops training with a
 clear message and leaves the last good checkpoint intact.
 
+Multi-GPU (or multi-process CPU) training goes through ``torch.distributed`` with torchrun: each process takes
+its share of every batch, gradients are averaged across processes before every optimiser step (an optimiser
+step pre-hook, so the systems' step functions stay as they are), BatchNorm statistics follow rank 0, and only
+rank 0 writes checkpoints and figures::
+
+    torchrun --nproc_per_node 4 -m voxhelpers.training voxel_cgan --category airplane --loss bce
+
 Command line (the same function the training notebook calls)::
 
     VOXHELPERS_PROFILE=full python -m voxhelpers.training voxel_cgan --category airplane --loss all --out runs
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +53,57 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def distributed_world() -> tuple[int, int]:
+    """``(rank, world_size)``; starts ``torch.distributed`` from torchrun's environment when WORLD_SIZE > 1
+    (NCCL on CUDA, gloo on CPU). A plain run gives ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def average_gradients_before_step(optimizer: torch.optim.Optimizer) -> None:
+    """Make ``optimizer.step()`` first average its parameters' gradients over all processes (no-op alone)."""
+    import torch.distributed as dist
+
+    def hook(opt, args, kwargs):
+        world = dist.get_world_size()
+        for group in opt.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(world)
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        optimizer.register_step_pre_hook(hook)
+
+
+def sync_buffers(*models: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every process (no-op alone)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for m in models:
+            for b in m.buffers():
+                dist.broadcast(b, 0)
+
+
+def mean_over_processes(value: float) -> float:
+    """The mean of a float over all processes (the value itself alone)."""
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t) / dist.get_world_size()
 
 
 @dataclass
@@ -117,9 +176,12 @@ def fit(state: TrainState, run_epoch: Callable[[TrainState], dict], epochs: int,
     """
     from tqdm.auto import tqdm
 
+    rank, _ = distributed_world()
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state.load_state_dict(load_checkpoint(ckpt_path), str(ckpt_path))
+    if rank != 0:
+        ckpt_path, progress = None, False  # only rank 0 writes
     bar = tqdm(total=epochs, initial=state.epoch, desc=desc, disable=not progress, leave=False)
     try:
         while state.epoch < epochs:
@@ -216,9 +278,16 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
     if volumes.ndim != 5 or volumes.shape[1] != cfg.n_conditions:
         raise ValueError(f"volumes must be (N, {cfg.n_conditions}, D, H, W), got {volumes.shape}")
     check_grids(volumes.reshape(-1, *volumes.shape[2:]), "volumes")
-    generator = seed_everything(cfg.seed)
+    rank, world = distributed_world()
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    generator = seed_everything(cfg.seed)  # the same initial weights in every process
+    if world > 1:
+        generator.manual_seed(cfg.seed + 7919 * rank)  # each process draws its own z
     G, D = build_voxel_cgan(cfg, device)
     opt_g, opt_d = make_optimizer(cfg.optimizer, G, cfg.lr_g), make_optimizer(cfg.optimizer, D, cfg.lr_d)
+    for opt in (opt_g, opt_d):
+        average_gradients_before_step(opt)
     G_ema = copy.deepcopy(G).requires_grad_(False)  # the moving-average generator (shipped when ema_decay > 0)
     state = TrainState({"G": G, "D": D, "G_ema": G_ema}, {"G": opt_g, "D": opt_d}, generator,
                        extra={"gate": {"acc": 0.0}}, config=cfg.to_dict())
@@ -229,18 +298,23 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
         from .steps import voxel_cgan_step
 
         G.train(), D.train()
-        order = torch.randperm(len(data), generator=st.generator)
+        # the same order in every process (with torchrun each takes every world-th shape of a batch)
+        shared = st.generator if world == 1 else torch.Generator().manual_seed(cfg.seed * 100_003 + st.epoch)
+        order = torch.randperm(len(data), generator=shared)
         rows = []
         for i in range(0, len(data), cfg.batch_size):
-            batch = data[order[i: i + cfg.batch_size]].to(device, non_blocking=True)
+            batch = data[order[i: i + cfg.batch_size][rank::world]].to(device, non_blocking=True)
             rows.append(voxel_cgan_step(G, D, opt_g, opt_d, batch, st.extra["gate"], cfg.loss, cfg.variant,
                                         cfg.d_acc_gate, cfg.pairing, st.generator))
+            if world > 1:  # one gate decision and one set of BatchNorm statistics for all processes
+                st.extra["gate"]["acc"] = mean_over_processes(st.extra["gate"]["acc"])
+                sync_buffers(G, D)
             update_ema(G_ema, G, cfg.ema_decay)
         return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
     def on_epoch_end(st: TrainState, row: dict) -> None:
         e = st.epoch - 1
-        if out_dir is not None and (e % cfg.sample_every == 0 or st.epoch == cfg.epochs):
+        if out_dir is not None and rank == 0 and (e % cfg.sample_every == 0 or st.epoch == cfg.epochs):
             sheet = Path(out_dir) / "samples" / f"epoch_{e:04d}.png"
             save_sample_sheet(G_ema if cfg.ema_decay > 0 else G, fixed_z, sheet,
                               title=f"{cfg.category} · {cfg.loss} · epoch {e}", data=cfg.data)
@@ -309,6 +383,8 @@ def _main(argv=None) -> None:
                                 ema_decay=args.ema, seed=args.seed, **extra)
         run = Path(args.out) / cfg.category / loss
         G, _, history = train_voxel_cgan(cfg, run, args.device)
+        if distributed_world()[0] != 0:
+            continue  # with torchrun only rank 0 writes
         history.to_csv(run / "history.csv", index=False)
         if args.export:
             from .inference import save_pretrained
