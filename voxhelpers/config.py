@@ -118,15 +118,19 @@ VOXEL_CGAN_PROFILES: dict[str, dict] = {
 }
 
 
-def voxel_cgan_config(profile: str | None = None, **overrides) -> VoxelCGANConfig:
-    """Build the cGAN config for a profile, then apply explicit overrides (unknown keys raise)."""
-    profile = get_profile(profile)
-    values = {**VOXEL_CGAN_PROFILES[profile], **overrides}
-    names = {f.name for f in dataclasses.fields(VoxelCGANConfig)}
+def profile_config(cls, profiles: dict[str, dict], profile: str | None = None, **overrides):
+    """``cls(**{profile budget, then overrides})`` for a config dataclass; unknown fields raise ValueError."""
+    values = {**profiles[get_profile(profile)], **overrides}
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown VoxelCGANConfig fields {sorted(unknown)}; expected some of {sorted(names)}")
-    return VoxelCGANConfig(**values)
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; expected some of {sorted(names)}")
+    return cls(**values)
+
+
+def voxel_cgan_config(profile: str | None = None, **overrides) -> VoxelCGANConfig:
+    """Build the cGAN config for a profile, then apply explicit overrides (unknown keys raise)."""
+    return profile_config(VoxelCGANConfig, VOXEL_CGAN_PROFILES, profile, **overrides)
 
 
 @dataclass
@@ -241,10 +245,4 @@ def iwgan_config(profile: str | None = None, **overrides) -> IWGANConfig:
     Raises:
         ValueError: an unknown profile, an unknown field (the message lists the valid ones) or a bad value.
     """
-    profile = get_profile(profile)
-    values = {**IWGAN_PROFILES[profile], **overrides}
-    names = {f.name for f in dataclasses.fields(IWGANConfig)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown IWGANConfig fields {sorted(unknown)}; expected some of {sorted(names)}")
-    return IWGANConfig(**values)
+    return profile_config(IWGANConfig, IWGAN_PROFILES, profile, **overrides)
