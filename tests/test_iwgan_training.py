@@ -190,7 +190,7 @@ def test_cli_trains_exports_and_evaluates(tmp_path):
            "--evaluate"])
     run = out / "procedural_chair"
     assert (run / "checkpoint.pt").is_file() and (run / "history.csv").is_file()
-    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png"]
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png", "final.png"]
     card = json.loads((export / "generation.json").read_text())
     assert (export / "generation.safetensors").is_file() and card["system"] == "iwgan"
     assert card["weights"]["dtype"] == "fp16" and card["profile"] == "smoke" and card["epochs"] == 2
@@ -234,3 +234,27 @@ def test_main_quick_writes_the_iwgan_and_render_rows(tmp_path):
     for c in cells[:4]:
         assert float(c[5].replace(",", "")) > 0  # % of peak
     assert cells[4][4] == cells[4][5] == "—" and float(cells[4][3].replace(",", "")) > 0  # no FLOPs for rendering
+
+
+def test_torchrun_two_processes_keep_identical_iwgan_weights(tmp_path):
+    # torchrun, 2 CPU processes (gloo): averaged gradients and rank-0 BatchNorm statistics keep both copies equal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("_ddp_iwgan_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
+           str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    for net in ("G", "D"):
+        for name, t in r0[net].items():
+            assert torch.equal(t, r1[net][name]), f"{net}.{name} differs between processes"
+    torch.manual_seed(0)
+    from voxhelpers.nets import IWGANGenerator
+
+    G0 = IWGANGenerator(200, channels=(16, 8, 8, 4))  # the common initial weights: training moved them
+    assert not torch.equal(G0.state_dict()["fc.weight"], r0["G"]["fc.weight"])
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written once, by rank 0

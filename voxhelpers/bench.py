@@ -619,6 +619,40 @@ def _iwgan_generator_step(opts: BenchOptions) -> list[BenchCase]:
             for f in ("channels_last_3d", "contiguous")]
 
 
+@register_case("vae_iwgan_step")
+def _vae_iwgan_step(opts: BenchOptions) -> list[BenchCase]:
+    """One 3D-VAE-IWGAN batch at 32 renders of 128² (the reconstruction system's training step with the renders
+    given): encoder + G forward, critic update with the gradient penalty, encoder update, and — on this batch
+    index, 0 — the generator update (``vae_iwgan_step``, summed reconstruction). fp32, channels-last-3d."""
+    batch, size = (2, 64) if opts.quick else (32, 128)
+
+    def setup() -> Callable[[], object]:
+        from .config import VAEIWGANConfig
+        from .render import random_views, render_voxels
+        from .steps import vae_iwgan_step
+        from .training import build_vae_iwgan
+
+        torch.manual_seed(opts.seed)
+        cfg = VAEIWGANConfig(image_size=size)
+        model, D = build_vae_iwgan(cfg, opts.device)
+        opts_ = [torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=cfg.betas) for m in (model.encoder,
+                                                                                     model.generator, D)]
+        real = _random_grids((batch, 1, 32, 32, 32), opts.seed).float().to(opts.device)
+        az, el = random_views(batch, torch.Generator().manual_seed(opts.seed))
+        images = render_voxels(real > 0.5, az, el, size)
+        real = real.contiguous(memory_format=torch.channels_last_3d)
+        gen = torch.Generator().manual_seed(opts.seed)
+
+        def step() -> dict:
+            return vae_iwgan_step(model.encoder, model.generator, D, *opts_, images, real, 0, cfg.gp_weight,
+                                  cfg.n_critic, cfg.rec_weight, cfg.kl_weight, gen, cfg.rec_reduction)
+
+        return step
+
+    notes = f"E + G fwd, critic step with GP, encoder step, generator step (batch index 0); {size}² renders; fp32"
+    return [BenchCase("vae_iwgan_step", setup, batch, batch, "channels_last_3d", notes=notes)]
+
+
 @register_case("render_64x128")
 def _render_64x128(opts: BenchOptions) -> list[BenchCase]:
     """``render_voxels`` of 64 procedural 32³ shapes (airplanes, cars, chairs) at 128², random views (the image

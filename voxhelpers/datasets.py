@@ -230,3 +230,37 @@ def load_modelnet10(category: str = "chair", drop_empty: bool = True) -> np.ndar
     if drop_empty:
         grids = grids[grids.reshape(len(grids), -1).any(axis=1)]
     return grids
+
+
+#: which grid axis points up in each source (the renderer's ``up``): SynthEVox3D and ModelNet10 grids stand on
+#: axis 2; :mod:`voxhelpers.synthetic`'s stand-ins on axis 1.
+GRID_UP = {"synthevox3d": "z", "modelnet10": "z", "procedural": "y"}
+
+
+def grid_up(data: str) -> str:
+    """The up axis (``"y"`` or ``"z"``) of a data string such as ``"modelnet10:chair"`` or ``"synthevox3d"``.
+
+    Raises:
+        ValueError: an unknown source.
+    """
+    source = data.partition(":")[0]
+    if source not in GRID_UP:
+        raise ValueError(f"unknown data source {source!r}; expected one of {sorted(GRID_UP)}")
+    return GRID_UP[source]
+
+
+def data_available(data: str) -> bool:
+    """Whether a data string (``"synthevox3d:airplane"``, ``"modelnet10:chair"``, ``"procedural:chair"``) can be
+    read on this machine (procedural stand-ins always can)."""
+    source, _, name = data.partition(":")
+    if source == "procedural":
+        return True
+    if source == "synthevox3d":
+        return name in available_synthevox3d() or resolve_category(name)[0] in available_synthevox3d()
+    if source == "modelnet10":
+        try:
+            find_data(f"modelnet10/{name}.npy.gz", MODELNET10_HOW_TO_GET)
+        except DatasetNotFoundError:
+            return False
+        return True
+    raise ValueError(f"unknown data source {source!r}; expected 'synthevox3d', 'modelnet10' or 'procedural'")

@@ -97,7 +97,9 @@ def network_kwargs(system: str, config: dict) -> dict:
         if config.get("g_channels") is not None:
             kwargs["channels"] = tuple(config["g_channels"])
         return kwargs
-    raise ValueError(f"unknown system {system!r}; expected 'voxel_cgan' or 'iwgan'")
+    if system == "vae_iwgan":
+        return {"z_dim": config["z_dim"], "image_size": config["image_size"], "g_channels": config.get("g_channels")}
+    raise ValueError(f"unknown system {system!r}; expected 'voxel_cgan', 'iwgan' or 'vae_iwgan'")
 
 
 def save_pretrained(G: nn.Module, system: str, config: dict, path: str | Path, profile: str, command: str,
@@ -240,3 +242,202 @@ def evaluate_iwgan(G: nn.Module, held_out, n: int | None = None, seed: int = 0,
     out["occupancy"] = float((occ > threshold).float().mean())
     out["n_generated"], out["n_real"] = n, len(held_out)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 3D-VAE-IWGAN: image → voxels
+# --------------------------------------------------------------------------------------------------
+def render_views(grids, n_views: int, seed: int, image_size: int = 128, up: str = "z",
+                 elevation_range: tuple[float, float] = (-20.0, 40.0), device=None,
+                 batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_views`` seeded random views of every grid (:func:`voxhelpers.render.render_voxels`), object-major.
+
+    Args:
+        grids: (N, D, H, W) or (N, 1, D, H, W) binary.
+        n_views: views per object, ≥ 1.
+        seed: seed of the camera angles (the same seed gives the same views).
+        image_size, up, elevation_range: as in :func:`voxhelpers.render.render_voxels` / ``random_views``.
+        device: where to render (default CPU); the images come back on the CPU.
+
+    Returns:
+        ``(images (N·n_views, 3, S, S) float32 in [0, 1], index (N·n_views,) long)``; ``index[k]`` is the object
+        of view k (views of object i are rows i·n_views … i·n_views + n_views − 1).
+    """
+    from .render import random_views, render_voxels
+
+    grids = torch.as_tensor(np.asarray(grids))
+    if grids.ndim == 5:
+        grids = grids[:, 0]
+    if grids.ndim != 4 or len(grids) == 0:
+        raise ValueError(f"grids must be a non-empty (N, D, H, W) set, got {tuple(grids.shape)}")
+    if n_views < 1:
+        raise ValueError(f"n_views must be >= 1, got {n_views}")
+    index = torch.arange(len(grids)).repeat_interleave(n_views)
+    az, el = random_views(len(index), torch.Generator().manual_seed(seed), elevation_range)
+    device = torch.device(device or "cpu")
+    out = [render_voxels(grids[index[i: i + batch_size]].to(device), az[i: i + batch_size], el[i: i + batch_size],
+                         image_size, up=up).cpu() for i in range(0, len(index), batch_size)]
+    return torch.cat(out), index
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Occupancy probabilities (N, 32, 32, 32) of a :class:`voxhelpers.nets.VAEIWGAN` from renders (N, 3, S, S).
+
+    Decodes the encoder's mean (deterministic), in eval mode, in batches on the model's device; CPU float32 out.
+
+    Raises:
+        ValueError: images of the wrong size or channel count (the encoder names what it expects).
+    """
+    from .nets.voxel_gan import tanh_to_occupancy
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = [tanh_to_occupancy(model(images[i: i + batch_size].to(device)).float().cpu())[:, 0]
+               for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 32, 32, 32)
+
+
+def _retrieval_features(images: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """Grey, ``size``² area-downsampled, centred, unit-norm pixel vectors (N, size²) for nearest-neighbour search."""
+    grey = images.float().mean(1, keepdim=True)  # (N, 1, S, S)
+    small = torch.nn.functional.interpolate(grey, size=(size, size), mode="area").flatten(1)
+    small = small - small.mean(1, keepdim=True)
+    norm = small.norm(dim=1, keepdim=True)
+    return torch.where(norm > 1e-4, small / norm.clamp_min(1e-4), torch.zeros_like(small))  # flat image → 0
+
+
+def retrieval_baseline(train_grids, train_images: torch.Tensor, train_index: torch.Tensor,
+                       query_images: torch.Tensor) -> torch.Tensor:
+    """Nearest-training-shape retrieval: for each query render, the training shape whose render looks most alike.
+
+    The image → 3D baseline any learned model must beat: every training object rendered from several views is a
+    database entry; a query takes the shape of the entry with the highest cosine similarity of grey 32² pixel
+    vectors (:func:`_retrieval_features`). No learning; it can only return shapes it has seen.
+
+    Args:
+        train_grids: (N, D, H, W) the training shapes.
+        train_images: (K, 3, S, S) renders of them; ``train_index`` (K,) names the shape of each.
+        query_images: (Q, 3, S', S') renders to reconstruct.
+
+    Returns:
+        bool (Q, D, H, W): the retrieved shapes.
+    """
+    grids = torch.as_tensor(np.asarray(train_grids)).bool()
+    db, q = _retrieval_features(train_images), _retrieval_features(query_images)
+    best = torch.cat([(q[i: i + 1024] @ db.T).argmax(1) for i in range(0, len(q), 1024)])  # (Q,) database rows
+    return grids[train_index[best]]
+
+
+def evaluate_reconstruction(model: nn.Module, train, val, test, up: str = "z", image_size: int | None = None,
+                            eval_views: int = 4, retrieval_views: int = 8, seed: int = 0,
+                            elevation_range: tuple[float, float] = (-20.0, 40.0), device=None) -> dict:
+    """Image → voxel metrics of a 3D-VAE-IWGAN on objects it never saw (the split is by object).
+
+    1. Render ``eval_views`` seeded random views of every validation and test object (seeds ``seed + 1``,
+       ``seed + 2``) and reconstruct them (:func:`reconstruct`).
+    2. Choose the occupancy threshold with the best mean IoU on VALIDATION
+       (:func:`voxhelpers.metrics.choose_threshold`).
+    3. On TEST: ``iou`` (mean paired IoU at that threshold), ``ap`` (mean per-shape voxel average precision,
+       :func:`voxhelpers.metrics.voxel_average_precision`), ``iou_05`` (IoU at 0.5, for reference).
+    4. The retrieval baseline on the same test renders (:func:`retrieval_baseline`, a database of
+       ``retrieval_views`` views of each training object, seed ``seed + 3``): ``baseline_iou``; and
+       ``oracle_iou``, the IoU of the best training shape for each test object — the ceiling of any retrieval.
+
+    Returns:
+        ``iou``, ``ap``, ``threshold``, ``iou_05``, ``baseline_iou``, ``oracle_iou``, ``beats_baseline`` and the
+        counts ``n_train``, ``n_val``, ``n_test`` (objects) and ``n_test_views``; plus ``per_view``, a DataFrame
+        of the test views (object, iou, ap, baseline_iou).
+    """
+    import pandas as pd
+
+    from . import metrics as M
+
+    size = image_size or model.image_size
+    kw = {"image_size": size, "up": up, "elevation_range": elevation_range, "device": device}
+    val_img, val_idx = render_views(val, eval_views, seed + 1, **kw)
+    test_img, test_idx = render_views(test, eval_views, seed + 2, **kw)
+    val_t = torch.as_tensor(np.asarray(val)).bool()[val_idx]
+    test_t = torch.as_tensor(np.asarray(test)).bool()[test_idx]
+    threshold, _ = M.choose_threshold(reconstruct(model, val_img), val_t)
+    probs = reconstruct(model, test_img)
+    ious = M.iou(probs, test_t, threshold)
+    aps = M.voxel_average_precision(probs, test_t)
+    db_img, db_idx = render_views(train, retrieval_views, seed + 3, **kw)
+    retrieved = retrieval_baseline(train, db_img, db_idx, test_img)
+    base = M.iou(retrieved, test_t)
+    oracle = M.pairwise_iou(torch.as_tensor(np.asarray(test)), torch.as_tensor(np.asarray(train))).max(1).values
+    out = {"iou": float(ious.mean()), "ap": float(aps.mean()), "threshold": threshold,
+           "iou_05": float(M.iou(probs, test_t, 0.5).mean()), "baseline_iou": float(base.mean()),
+           "oracle_iou": float(oracle.mean())}
+    out["beats_baseline"] = out["iou"] > out["baseline_iou"]
+    out.update(n_train=len(train), n_val=len(val), n_test=len(test), n_test_views=len(test_idx))
+    out["per_view"] = pd.DataFrame({"object": test_idx.numpy(), "iou": ious.numpy(), "ap": aps.numpy(),
+                                    "baseline_iou": base.numpy()})
+    return out
+
+
+def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, steps: int = 8, mode: str = "slerp") -> torch.Tensor:
+    """Latents on the way from ``z0`` to ``z1`` (both ends included), for latent-space walks.
+
+    ``"slerp"`` (spherical, White 2016 "Sampling generative networks"): keeps the norm typical of N(0, I) draws,
+    so mid-points stay where the generator was trained; ``"linear"``: (1 − t)·z0 + t·z1, whose mid-points have a
+    smaller norm.
+
+    Args:
+        z0, z1: (z_dim,) latents.
+        steps: number of points, ≥ 2.
+        mode: ``"slerp"`` or ``"linear"``.
+
+    Returns:
+        (steps, z_dim) float32.
+
+    Raises:
+        ValueError: shapes differ or are not (z_dim,), steps < 2, an unknown mode.
+    """
+    z0, z1 = torch.as_tensor(z0, dtype=torch.float32), torch.as_tensor(z1, dtype=torch.float32)
+    if z0.ndim != 1 or z0.shape != z1.shape:
+        raise ValueError(f"z0 and z1 must both be (z_dim,), got {tuple(z0.shape)} and {tuple(z1.shape)}")
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2 (both ends), got {steps}")
+    if mode not in ("slerp", "linear"):
+        raise ValueError(f"mode must be 'slerp' or 'linear', got {mode!r}")
+    t = torch.linspace(0, 1, steps)[:, None]
+    if mode == "linear":
+        return (1 - t) * z0 + t * z1
+    cos = torch.dot(z0, z1) / (z0.norm() * z1.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if float(omega) < 1e-6:  # (anti)parallel ends: slerp degenerates to a line
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def make_sampler(G: nn.Module, condition: int | None = None):
+    """A callable ``(n, seed) → (n, D, H, W)`` occupancy in [0, 1] for a generator (z ~ N(0, I), seeded).
+
+    ``condition=None`` for an unconditional tanh generator (3D-IWGAN), an index for a conditional cGAN.
+    Used by :func:`voxhelpers.reports.compare_generators`.
+    """
+    def sample(n: int, seed: int) -> torch.Tensor:
+        z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+        out = generate_unconditional(G, z) if condition is None else generate(G, z, condition)
+        return out[:, 0]
+
+    return sample
+
+
+@torch.no_grad()
+def encode(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The encoder's means μ (N, z_dim) of a :class:`voxhelpers.nets.VAEIWGAN` for renders (N, 3, S, S), eval mode,
+    on the CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return model.encoder(images.to(device))[0].float().cpu()
+    finally:
+        model.train(was_training)

@@ -11,8 +11,15 @@ import contextlib
 import torch
 from torch import nn
 
-from .losses import discriminator_accuracy, gradient_penalty, hybrid_loss, wgan_critic_loss, wgan_generator_loss
-from .nets.voxel_gan import voxels_to_tanh
+from .losses import (
+    discriminator_accuracy,
+    gradient_penalty,
+    hybrid_loss,
+    kl_divergence,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
+from .nets.voxel_gan import reparameterize, tanh_to_occupancy, voxels_to_tanh
 from .transforms import condition_rotation
 
 
@@ -149,9 +156,7 @@ def iwgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: 
     x_real = voxels_to_tanh(real).float()  # (B, 1, 32, 32, 32) in {-1, 1}
 
     def _check(scores: torch.Tensor, what: str) -> None:
-        if not torch.isfinite(scores).all():
-            raise FloatingPointError(f"critic output on {what} samples is NaN or inf (step {step}); the critic "
-                                     "diverged: lower the learning rate or restore the last checkpoint")
+        _check_scores(scores, what, step)
 
     # --- critic step: E[D(G(z))] - E[D(x)] + λ·GP, every batch
     with torch.no_grad():
@@ -182,4 +187,126 @@ def iwgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: 
             for p, flag in zip(D.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
         out["loss_g"] = float(loss_g.detach())
+    return out
+
+
+def _check_scores(scores: torch.Tensor, what: str, step: int) -> None:
+    if not torch.isfinite(scores).all():
+        raise FloatingPointError(f"critic output on {what} samples is NaN or inf (step {step}); the critic "
+                                 "diverged: lower the learning rate or restore the last checkpoint")
+
+
+def vae_iwgan_step(E: nn.Module, G: nn.Module, D: nn.Module, opt_e: torch.optim.Optimizer,
+                   opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, images: torch.Tensor,
+                   real: torch.Tensor, step: int, gp_weight: float = 10.0, n_critic: int = 5,
+                   rec_weight: float = 100.0, kl_weight: float = 0.005,
+                   generator: torch.Generator | None = None, rec_reduction: str = "mean",
+                   g_rec_every_batch: bool = False) -> dict[str, float]:
+    """One batch of 3D-VAE-IWGAN (Smith & Meger, CoRL 2017, §3.2): encoder, generator and critic trained jointly.
+
+    With μ, log σ = E(images), z = μ + σ·ε (:func:`reparameterize`) and x̃ = G(z) (the reconstruction, in
+    [−1, 1]); x = 2·real − 1; p̃ = (x̃ + 1)/2 the reconstructed occupancy:
+
+    * critic (every batch): E[D(x̃)] − E[D(x)] + ``gp_weight``·GP, x̃ detached — as in the original, the
+      critic's fakes are the reconstructions;
+    * encoder (every batch): ``rec_weight``·rec + ``kl_weight``·KL, rec = (p̃ − real)² averaged over voxels and
+      batch (``rec_reduction="mean"``, the original) or summed over each shape's voxels and averaged over the batch
+      (``"sum"``: 32,768× larger for 32³, so that reconstruction outweighs the critic, whose gradient on a shape
+      has norm ≈ 1 spread over all its voxels); KL = :func:`voxhelpers.losses.kl_divergence` (summed over dims,
+      mean over the batch);
+    * generator (when ``step % n_critic == 0``): −E[D(x̃)] + ``rec_weight``·rec; with ``g_rec_every_batch`` also
+      ``rec_weight``·rec alone on the other batches (the original updates G on every 5th batch only).
+
+    Each network gets the gradient of its own loss only (``torch.autograd.grad`` on its parameters), so the
+    adversarial term never reaches the encoder and the KL never reaches the generator. fp32, like
+    :func:`iwgan_step`.
+
+    Args:
+        E: image encoder returning (mu, log_sigma), each (B, z_dim), e.g. ``ImageEncoder``.
+        G: generator z (B, z_dim) → (B, 1, 32, 32, 32) in [−1, 1].
+        D: critic (B, 1, 32, 32, 32) → (B,).
+        opt_e, opt_g, opt_d: their optimizers (the paper: Adam, lr 1e-4, betas (0.5, 0.9)).
+        images: renders (B, C, S, S) of the objects in ``real``, same order.
+        real: target grids (B, 1, 32, 32, 32) in {0, 1}.
+        step: batch index (0, 1, …); G is updated when ``step % n_critic == 0``.
+        gp_weight, n_critic, rec_weight, kl_weight: λ, critic steps per G step, δ and the KL weight.
+        generator: torch.Generator for ε and the penalty's interpolation.
+        rec_reduction: ``"mean"`` or ``"sum"`` (see above).
+        g_rec_every_batch: also step G on the reconstruction term alone between its adversarial steps.
+
+    Returns:
+        ``loss_d``, ``loss_gp``, ``wasserstein``, ``loss_rec`` (the voxel MSE), ``loss_kl``, ``loss_e`` and
+        ``loss_g`` (NaN on batches without a generator update).
+
+    Raises:
+        ValueError: ``real`` not (B, 1, D, H, W) or not binary, ``images`` not (B, C, S, S) with the same B, bad
+            step / weights.
+        FloatingPointError: the critic returned NaN or inf.
+    """
+    if real.ndim != 5 or real.shape[1] != 1:
+        raise ValueError(f"real must be (B, 1, 32, 32, 32) in {{0, 1}}, got {tuple(real.shape)}")
+    if images.ndim != 4 or images.shape[0] != real.shape[0]:
+        raise ValueError(f"images must be (B, C, S, S) with B = {real.shape[0]} (one render per target), "
+                         f"got {tuple(images.shape)}")
+    if rec_reduction not in ("mean", "sum"):
+        raise ValueError(f"rec_reduction must be 'mean' or 'sum', got {rec_reduction!r}")
+    if step < 0 or n_critic < 1 or min(gp_weight, rec_weight, kl_weight) < 0:
+        raise ValueError(f"need step >= 0, n_critic >= 1 and non-negative weights, got {step}, {n_critic}, "
+                         f"{gp_weight}, {rec_weight}, {kl_weight}")
+    x_real = voxels_to_tanh(real).float()  # (B, 1, 32, 32, 32) in {-1, 1}
+    real = real.float()
+
+    mu, log_sigma = E(images)  # (B, z_dim) each
+    fake = G(reparameterize(mu, log_sigma, generator))  # (B, 1, 32, 32, 32) in [-1, 1]
+
+    # --- critic: E[D(x~)] - E[D(x)] + λ·GP, every batch
+    d_real, d_fake = D(x_real), D(fake.detach())
+    _check_scores(d_real.detach(), "real", step)
+    _check_scores(d_fake.detach(), "reconstructed", step)
+    loss_w = wgan_critic_loss(d_real, d_fake)
+    loss_gp = gradient_penalty(D, x_real, fake.detach(), generator)
+    loss_d = loss_w + gp_weight * loss_gp
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+    # --- encoder (every batch) and generator (every n_critic-th batch), each on its own loss
+    sq = (tanh_to_occupancy(fake) - real) ** 2  # (B, 1, 32, 32, 32)
+    loss_rec = sq.mean()
+    rec_term = loss_rec if rec_reduction == "mean" else sq.flatten(1).sum(1).mean()
+    loss_kl = kl_divergence(mu, log_sigma)
+    loss_e = rec_weight * rec_term + kl_weight * loss_kl
+    e_params = [p for p in E.parameters() if p.requires_grad]
+    g_step = step % n_critic == 0
+    out = {"loss_d": float(loss_d.detach()), "loss_gp": float(loss_gp.detach()), "wasserstein": float(-loss_w.detach()),
+           "loss_rec": float(loss_rec.detach()), "loss_kl": float(loss_kl.detach()), "loss_e": float(loss_e.detach()),
+           "loss_g": float("nan")}
+    if g_step:
+        flags = [p.requires_grad for p in D.parameters()]
+        D.requires_grad_(False)
+        try:
+            d_gen = D(fake)
+            _check_scores(d_gen.detach(), "reconstructed", step)
+            loss_g = wgan_generator_loss(d_gen) + rec_weight * rec_term
+            g_params = [p for p in G.parameters() if p.requires_grad]
+            grads_e = torch.autograd.grad(loss_e, e_params, retain_graph=True)
+            grads_g = torch.autograd.grad(loss_g, g_params)
+        finally:
+            for p, flag in zip(D.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+        for p, g in zip(g_params, grads_g, strict=True):
+            p.grad = g
+        opt_g.step()
+        out["loss_g"] = float(loss_g.detach())
+    elif g_rec_every_batch:
+        g_params = [p for p in G.parameters() if p.requires_grad]
+        grads_e = torch.autograd.grad(loss_e, e_params, retain_graph=True)
+        for p, g in zip(g_params, torch.autograd.grad(rec_weight * rec_term, g_params), strict=True):
+            p.grad = g
+        opt_g.step()
+    else:
+        grads_e = torch.autograd.grad(loss_e, e_params)
+    for p, g in zip(e_params, grads_e, strict=True):
+        p.grad = g
+    opt_e.step()
     return out

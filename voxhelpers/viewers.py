@@ -304,6 +304,7 @@ def voxel_viewer(
     threshold: float = 0.5,
     height: int = 400,
     label: str | None = None,
+    sample_description: str = "sample",
 ) -> ipywidgets.VBox:
     """Browse batches of voxel grids side by side with sample / condition / threshold controls.
 
@@ -322,6 +323,7 @@ def voxel_viewer(
         threshold: Initial occupancy threshold in [0.05, 0.95].
         height: Figure height in pixels.
         label: Optional note under the scenes, e.g. "procedural stand-in data".
+        sample_description: the sample slider's label (e.g. "step" for a latent interpolation).
 
     Returns:
         ``ipywidgets.VBox`` holding an ``HBox`` of the three controls and the figure (``FigureWidget`` or
@@ -338,7 +340,8 @@ def voxel_viewer(
     n_max = max(a.shape[0] for a in groups.values())
     c_max = max(a.shape[1] for a in groups.values())
 
-    sample = widgets.IntSlider(value=0, min=0, max=n_max - 1, description="sample", continuous_update=False)
+    sample = widgets.IntSlider(value=0, min=0, max=n_max - 1, description=sample_description,
+                                continuous_update=False)
     condition = widgets.Dropdown(options=list(range(c_max)), value=0, description="condition")
     thresh = widgets.FloatSlider(
         value=float(threshold),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .voxel_gan import CGANDiscriminator, CGANGenerator, ImageEncoder, IWGANCritic, IWGANGenerator
+from .voxel_gan import VAEIWGAN, CGANDiscriminator, CGANGenerator, ImageEncoder, IWGANCritic, IWGANGenerator
 
-GENERATORS = {"voxel_cgan": CGANGenerator, "iwgan": IWGANGenerator}
-DISCRIMINATORS = {"voxel_cgan": CGANDiscriminator, "iwgan": IWGANCritic}
+GENERATORS = {"voxel_cgan": CGANGenerator, "iwgan": IWGANGenerator, "vae_iwgan": VAEIWGAN}
+DISCRIMINATORS = {"voxel_cgan": CGANDiscriminator, "iwgan": IWGANCritic, "vae_iwgan": IWGANCritic}
 
 
 def build_generator(name: str, **kwargs) -> nn.Module:
@@ -30,4 +30,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["CGANGenerator", "CGANDiscriminator", "build_generator", "build_discriminator", "count_parameters"]
-__all__ += ["IWGANGenerator", "IWGANCritic", "ImageEncoder"]
+__all__ += ["IWGANGenerator", "IWGANCritic", "ImageEncoder", "VAEIWGAN"]

@@ -339,3 +339,33 @@ class ImageEncoder(nn.Module):
         """Encode ``img`` and draw z = μ + exp(log σ)·ε (see :func:`reparameterize`); returns (B, z_dim)."""
         mu, log_sigma = self(img)
         return reparameterize(mu, log_sigma, generator)
+
+
+class VAEIWGAN(nn.Module):
+    """3D-VAE-IWGAN's image → voxel model: :class:`ImageEncoder` then :class:`IWGANGenerator` (Smith & Meger 2017).
+
+    The shipped reconstruction model (the critic is needed for training only). ``forward`` decodes the encoder's
+    mean μ (no sampling), the deterministic reconstruction evaluated in the paper's line of work;
+    :meth:`ImageEncoder.sample` + ``generator`` give the stochastic one.
+
+    Args:
+        image_size: render size (power of two ≥ 64).
+        z_dim: latent size shared by encoder and generator.
+        in_channels: image channels (3).
+        g_channels: generator widths (None: the paper's).
+
+    Shapes:
+        forward(img (B, in_channels, S, S) in [0, 1]) → (B, 1, 32, 32, 32) in [−1, 1] (tanh; occupancy via
+        :func:`tanh_to_occupancy`).
+    """
+
+    def __init__(self, image_size: int = 128, z_dim: int = 200, in_channels: int = 3,
+                 g_channels: tuple[int, ...] | None = None):
+        super().__init__()
+        self.encoder = ImageEncoder(in_channels, image_size, z_dim)
+        self.generator = IWGANGenerator(z_dim, **({"channels": tuple(g_channels)} if g_channels else {}))
+        self.z_dim, self.image_size, self.in_channels = int(z_dim), int(image_size), int(in_channels)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.encoder(img)
+        return self.generator(mu)
