@@ -584,7 +584,7 @@ def format_markdown(report: BenchReport) -> str:
 
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`voxhelpers.io.atomic_write`; parents made)."""
-    from .io import atomic_write
+    from ..io import atomic_write
 
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
