@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import run_two_processes
 
 from voxhelpers import bench
 from voxhelpers.config import IWGAN_PROFILES, IWGANConfig, iwgan_config
@@ -238,23 +239,9 @@ def test_main_quick_writes_the_iwgan_and_render_rows(tmp_path):
 
 def test_torchrun_two_processes_keep_identical_iwgan_weights(tmp_path):
     # torchrun, 2 CPU processes (gloo): averaged gradients and rank-0 BatchNorm statistics keep both copies equal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    worker = Path(__file__).with_name("_ddp_iwgan_worker.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
-           str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert r0["world"] == r1["world"] == 2
-    for net in ("G", "D"):
-        for name, t in r0[net].items():
-            assert torch.equal(t, r1[net][name]), f"{net}.{name} differs between processes"
+    r0, _ = run_two_processes("_ddp_iwgan_worker.py", tmp_path)
     torch.manual_seed(0)
     from voxhelpers.nets import IWGANGenerator
 
     G0 = IWGANGenerator(200, channels=(16, 8, 8, 4))  # the common initial weights: training moved them
     assert not torch.equal(G0.state_dict()["fc.weight"], r0["G"]["fc.weight"])
-    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written once, by rank 0

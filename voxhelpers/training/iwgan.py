@@ -14,11 +14,13 @@ from torch import nn
 from .loop import (
     CHECKPOINT_NAME,
     TrainState,
+    add_run_arguments,
     average_gradients_before_step,
     default_device,
+    distributed_setup,
     distributed_world,
+    epoch_order,
     fit,
-    seed_everything,
     sync_buffers,
 )
 from .voxel_cgan import update_ema
@@ -171,12 +173,7 @@ def train_iwgan(cfg, out_dir: str | Path | None = None, device=None, volumes: np
     volumes = check_grids(volumes, "volumes")
     if volumes.shape[1:] != (32, 32, 32):
         raise ValueError(f"volumes must be (N, 32, 32, 32), got {volumes.shape}")
-    rank, world = distributed_world()
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    generator = seed_everything(cfg.seed)  # the same initial weights in every process
-    if world > 1:
-        generator.manual_seed(cfg.seed + 7919 * rank)  # each process draws its own z and ε
+    rank, world, device, generator = distributed_setup(device, cfg.seed)
     G, D = build_iwgan(cfg, device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
@@ -191,9 +188,7 @@ def train_iwgan(cfg, out_dir: str | Path | None = None, device=None, volumes: np
 
     def run_epoch(st: TrainState) -> dict:
         G.train(), D.train()
-        # the same order in every process (with torchrun each takes every world-th shape of a batch)
-        shared = st.generator if world == 1 else torch.Generator().manual_seed(cfg.seed * 100_003 + st.epoch)
-        order = torch.randperm(len(data), generator=shared)
+        order = epoch_order(len(data), st.generator, world, cfg.seed, st.epoch)
         rows = []
         for i in range(0, len(data), cfg.batch_size):
             batch = data[order[i: i + cfg.batch_size][rank::world]].to(device, non_blocking=True).float()
@@ -253,27 +248,30 @@ def evaluate_pretrained_iwgan(path: str | Path, write: bool = True) -> dict:
     return metrics
 
 
+def export_run(model: nn.Module, system: str, cfg, args, profile: str, epochs: int, filename: str, data: str,
+               flags: str = "") -> Path:
+    """Write a CLI run's weights (fp16) and card into ``args.export``, with the command that reproduces the run
+    (the epochs actually run, so a time-capped run is reproduced by a plain one)."""
+    from ..inference import save_pretrained
+
+    command = (f"VOXHELPERS_PROFILE={profile} python -m voxhelpers.training {system} --data {args.data} "
+               f"--seed {args.seed} --ema {args.ema} --epochs {epochs} --sample-every {cfg.sample_every} {flags}"
+               f"--out {args.out} --export {args.export}" + (" --evaluate" if args.evaluate else ""))
+    return save_pretrained(model, system, {**cfg.to_dict(), "epochs": epochs}, Path(args.export) / filename,
+                           profile=profile, command=command, epochs=epochs, data=data, dtype="fp16")
+
+
 def _add_iwgan_parser(sub) -> None:
     q = sub.add_parser("iwgan", help="3D-IWGAN unconditional voxel generation (WGAN-GP)")
-    q.add_argument("--data", default="modelnet10:chair",
-                   help="'modelnet10:<category>', 'synthevox3d:<category>' or 'procedural:<kind>'")
-    q.add_argument("--profile", default=None)
-    q.add_argument("--out", default="runs/iwgan")
-    q.add_argument("--device", default=None)
-    q.add_argument("--export", default=None, help="folder for generation.safetensors + generation.json (fp16)")
-    q.add_argument("--evaluate", action="store_true",
-                   help="evaluate against the held-out shapes; card metrics with --export, else <run>/metrics.json")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--ema", type=float, default=0.0, help="EMA decay of G's weights per generator step (0: off)")
-    q.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    q.add_argument("--sample-every", type=int, default=None, help="override the profile's sheet/checkpoint interval")
-    q.add_argument("--max-minutes", type=float, default=None,
-                   help="stop at the first epoch boundary after this many minutes (the card records the epochs run)")
+    add_run_arguments(q, "modelnet10:chair", "runs/iwgan",
+                      "folder for generation.safetensors + generation.json (fp16)",
+                      "evaluate against the held-out shapes; card metrics with --export, else <run>/metrics.json",
+                      "EMA decay of G's weights per generator step (0: off)")
 
 
 def _main_iwgan(args, profile: str) -> None:
     from ..config import iwgan_config
-    from ..inference import evaluate_iwgan, save_pretrained
+    from ..inference import evaluate_iwgan
     from ..io import write_json
 
     extra = {k: v for k, v in (("epochs", args.epochs), ("sample_every", args.sample_every)) if v is not None}
@@ -288,14 +286,8 @@ def _main_iwgan(args, profile: str) -> None:
     z = torch.randn(4, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
     save_iwgan_sheet(G, z, run / "samples" / "final.png", f"3D-IWGAN · {cfg.data} · {epochs} epochs")
     if args.export:
-        command = (f"VOXHELPERS_PROFILE={profile} python -m voxhelpers.training iwgan --data {args.data} "
-                   f"--seed {args.seed} --ema {args.ema} --epochs {epochs} --sample-every {cfg.sample_every} "
-                   f"--out {args.out} --export {args.export}")
-        command += " --evaluate" if args.evaluate else ""
-        path = save_pretrained(G, "iwgan", {**cfg.to_dict(), "epochs": epochs},
-                               Path(args.export) / "generation.safetensors",
-                               profile=profile, command=command, epochs=epochs,
-                               data=describe_iwgan_data(cfg, len(train), len(held_out)), dtype="fp16")
+        path = export_run(G, "iwgan", cfg, args, profile, epochs, "generation.safetensors",
+                          describe_iwgan_data(cfg, len(train), len(held_out)))
         if args.evaluate:
             evaluate_pretrained_iwgan(path)
     elif args.evaluate:

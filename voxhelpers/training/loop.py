@@ -86,6 +86,46 @@ def mean_over_processes(value: float) -> float:
     return float(t) / dist.get_world_size()
 
 
+def distributed_setup(device: torch.device, seed: int) -> tuple[int, int, torch.device, torch.Generator]:
+    """Seed a run and join torchrun when launched by it: ``(rank, world, device, generator)``.
+
+    Every process builds the same initial weights (``seed_everything(seed)``); its generator is then re-seeded per
+    rank, so each process draws its own z and ε. Under torchrun with CUDA, ``device`` becomes this process's GPU.
+    """
+    rank, world = distributed_world()
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    generator = seed_everything(seed)
+    if world > 1:
+        generator.manual_seed(seed + 7919 * rank)
+    return rank, world, device, generator
+
+
+def epoch_order(n: int, st_generator: torch.Generator, world: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of an epoch's ``n`` samples: the run's generator alone, and one shared order for every
+    process under torchrun (each then takes every world-th sample of a batch)."""
+    shared = st_generator if world == 1 else torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=shared)
+
+
+def add_run_arguments(q, data_default: str, out_default: str, export_help: str, evaluate_help: str,
+                      ema_help: str) -> None:
+    """The command-line arguments every 3D-IWGAN-family system shares (data, profile, folders, budget overrides)."""
+    q.add_argument("--data", default=data_default,
+                   help="'modelnet10:<category>', 'synthevox3d:<category>' or 'procedural:<kind>'")
+    q.add_argument("--profile", default=None)
+    q.add_argument("--out", default=out_default)
+    q.add_argument("--device", default=None)
+    q.add_argument("--export", default=None, help=export_help)
+    q.add_argument("--evaluate", action="store_true", help=evaluate_help)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--ema", type=float, default=0.0, help=ema_help)
+    q.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    q.add_argument("--sample-every", type=int, default=None, help="override the profile's sheet/checkpoint interval")
+    q.add_argument("--max-minutes", type=float, default=None,
+                   help="stop at the first epoch boundary after this many minutes (the card records the epochs run)")
+
+
 @dataclass
 class TrainState:
     """Everything a run needs to continue exactly: models, optimisers, the draw generator, epoch, history."""

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..config import VAEIWGANConfig
-from .iwgan import iwgan_data, iwgan_split
-from .loop import CHECKPOINT_NAME, TrainState, default_device, fit, seed_everything
+from .iwgan import export_run, iwgan_data, iwgan_split
+from .loop import CHECKPOINT_NAME, TrainState, add_run_arguments, default_device, fit, seed_everything
 from .voxel_cgan import update_ema
 
 
@@ -196,30 +196,20 @@ def evaluate_pretrained_vae_iwgan(path: str | Path, write: bool = True, device=N
 
 def _add_vae_iwgan_parser(sub) -> None:
     q = sub.add_parser("vae_iwgan", help="3D-VAE-IWGAN single-image reconstruction (encoder + WGAN-GP)")
-    q.add_argument("--data", default="modelnet10:chair",
-                   help="'modelnet10:<category>', 'synthevox3d:<category>' or 'procedural:<kind>'")
-    q.add_argument("--profile", default=None)
-    q.add_argument("--out", default="runs/vae_iwgan")
-    q.add_argument("--device", default=None)
-    q.add_argument("--export", default=None, help="folder for reconstruction.safetensors + reconstruction.json")
-    q.add_argument("--evaluate", action="store_true",
-                   help="evaluate on the held-out test objects; card metrics with --export, else <run>/metrics.json")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--ema", type=float, default=0.0, help="EMA decay of encoder + generator weights (0: off)")
-    q.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    q.add_argument("--rec-weight", type=float, default=None, help="δ (default: the config's 100)")
+    add_run_arguments(q, "modelnet10:chair", "runs/vae_iwgan",
+                      "folder for reconstruction.safetensors + reconstruction.json (fp16)",
+                      "evaluate on the held-out test objects; card metrics with --export, else <run>/metrics.json",
+                      "EMA decay of encoder + generator weights (0: off)")
+    q.add_argument("--rec-weight", type=float, default=None, help="δ (default: the config's 1)")
     q.add_argument("--rec-reduction", default=None, choices=("mean", "sum"),
                    help="squared error mean or sum over voxels")
     q.add_argument("--g-rec-every-batch", action="store_true", help="G takes δ·rec on every batch, not every 5th")
-    q.add_argument("--sample-every", type=int, default=None, help="override the profile's sheet/checkpoint interval")
-    q.add_argument("--max-minutes", type=float, default=None,
-                   help="stop at the first epoch boundary after this many minutes (the card records the epochs run)")
 
 
 def _main_vae_iwgan(args, profile: str) -> None:
     from ..config import vae_iwgan_config
     from ..datasets import grid_up
-    from ..inference import evaluate_reconstruction, save_pretrained
+    from ..inference import evaluate_reconstruction
     from ..io import write_json
 
     given = (("epochs", args.epochs), ("sample_every", args.sample_every), ("rec_weight", args.rec_weight),
@@ -234,15 +224,10 @@ def _main_vae_iwgan(args, profile: str) -> None:
     history.to_csv(run / "history.csv", index=False)
     epochs = len(history)
     if args.export:
-        command = (f"VOXHELPERS_PROFILE={profile} python -m voxhelpers.training vae_iwgan --data {args.data} "
-                   f"--seed {args.seed} --ema {args.ema} --epochs {epochs} --sample-every {cfg.sample_every} "
-                   f"--rec-weight {cfg.rec_weight} --rec-reduction {cfg.rec_reduction} "
-                   f"{'--g-rec-every-batch ' if cfg.g_rec_every_batch else ''}--out {args.out} --export {args.export}")
-        command += " --evaluate" if args.evaluate else ""
-        path = save_pretrained(model, "vae_iwgan", {**cfg.to_dict(), "epochs": epochs},
-                               Path(args.export) / "reconstruction.safetensors",
-                               profile=profile, command=command, epochs=epochs,
-                               data=describe_vae_iwgan_data(cfg, len(train), len(val), len(test)), dtype="fp16")
+        flags = (f"--rec-weight {cfg.rec_weight} --rec-reduction {cfg.rec_reduction} "
+                 + ("--g-rec-every-batch " if cfg.g_rec_every_batch else ""))
+        path = export_run(model, "vae_iwgan", cfg, args, profile, epochs, "reconstruction.safetensors",
+                          describe_vae_iwgan_data(cfg, len(train), len(val), len(test)), flags)
         if args.evaluate:
             evaluate_pretrained_vae_iwgan(path, device=args.device)
     elif args.evaluate:

@@ -15,10 +15,11 @@ from .loop import (
     TrainState,
     average_gradients_before_step,
     default_device,
+    distributed_setup,
     distributed_world,
+    epoch_order,
     fit,
     mean_over_processes,
-    seed_everything,
     sync_buffers,
 )
 
@@ -97,12 +98,7 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
     if volumes.ndim != 5 or volumes.shape[1] != cfg.n_conditions:
         raise ValueError(f"volumes must be (N, {cfg.n_conditions}, D, H, W), got {volumes.shape}")
     check_grids(volumes.reshape(-1, *volumes.shape[2:]), "volumes")
-    rank, world = distributed_world()
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    generator = seed_everything(cfg.seed)  # the same initial weights in every process
-    if world > 1:
-        generator.manual_seed(cfg.seed + 7919 * rank)  # each process draws its own z
+    rank, world, device, generator = distributed_setup(device, cfg.seed)
     G, D = build_voxel_cgan(cfg, device)
     opt_g, opt_d = make_optimizer(cfg.optimizer, G, cfg.lr_g), make_optimizer(cfg.optimizer, D, cfg.lr_d)
     for opt in (opt_g, opt_d):
@@ -117,9 +113,7 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
         from ..steps import voxel_cgan_step
 
         G.train(), D.train()
-        # the same order in every process (with torchrun each takes every world-th shape of a batch)
-        shared = st.generator if world == 1 else torch.Generator().manual_seed(cfg.seed * 100_003 + st.epoch)
-        order = torch.randperm(len(data), generator=shared)
+        order = epoch_order(len(data), st.generator, world, cfg.seed, st.epoch)
         rows = []
         for i in range(0, len(data), cfg.batch_size):
             batch = data[order[i: i + cfg.batch_size][rank::world]].to(device, non_blocking=True)
