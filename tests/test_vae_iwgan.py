@@ -698,3 +698,13 @@ def test_average_precision_rejects_different_grid_shapes_with_equal_voxel_counts
     t = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0.0]).reshape(1, 8, 1, 1)
     with pytest.raises(ValueError, match="same"):
         voxel_average_precision(p, t)
+
+
+def test_torchrun_two_processes_keep_identical_vae_iwgan_weights(tmp_path):
+    # torchrun, 2 CPU processes (gloo): encoder, generator and critic stay bit-identical across processes
+    from conftest import run_two_processes
+
+    r0, _ = run_two_processes("_ddp_vae_worker.py", tmp_path)
+    torch.manual_seed(0)
+    fresh = VAEIWGAN(64, 200, 3, (16, 8, 8, 4))  # the common initial weights: training moved them
+    assert not torch.equal(fresh.state_dict()["encoder.mu.weight"], r0["G"]["encoder.mu.weight"])

@@ -18,7 +18,18 @@ from torch import nn
 
 from ..config import VAEIWGANConfig
 from .iwgan import export_run, iwgan_data, iwgan_split
-from .loop import CHECKPOINT_NAME, TrainState, add_run_arguments, default_device, fit, seed_everything
+from .loop import (
+    CHECKPOINT_NAME,
+    TrainState,
+    add_run_arguments,
+    average_gradients_before_step,
+    default_device,
+    distributed_setup,
+    distributed_world,
+    epoch_order,
+    fit,
+    sync_buffers,
+)
 from .voxel_cgan import update_ema
 
 
@@ -76,7 +87,8 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
 
     Every batch renders each of its objects from a fresh random view (:func:`voxhelpers.render.random_views` on
     the run's generator, :func:`voxhelpers.render.render_voxels` on ``device``, the data's up axis), so a resumed
-    run draws the same views as an uninterrupted one.
+    run draws the same views as an uninterrupted one. Under torchrun each process takes every N-th object of a
+    batch, gradients are averaged before every optimiser step and BatchNorm statistics follow rank 0.
 
     Args:
         cfg: a :class:`voxhelpers.config.VAEIWGANConfig` (:func:`voxhelpers.config.vae_iwgan_config`).
@@ -116,13 +128,15 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
     if volumes.shape[1:] != (32, 32, 32):
         raise ValueError(f"volumes must be (N, 32, 32, 32), got {volumes.shape}")
     up = grid_up(cfg.data)
-    generator = seed_everything(cfg.seed)
+    rank, world, device, generator = distributed_setup(device, cfg.seed)
     model, D = build_vae_iwgan(cfg, device)
     E, G = model.encoder, model.generator
     betas = tuple(cfg.betas)
     opt_e = torch.optim.Adam(E.parameters(), lr=cfg.lr, betas=betas)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas)
+    for opt in (opt_e, opt_g, opt_d):
+        average_gradients_before_step(opt)
     ema = copy.deepcopy(model).requires_grad_(False)
     state = TrainState({"model": model, "D": D, "ema": ema}, {"E": opt_e, "G": opt_g, "D": opt_d}, generator,
                        extra={"step": 0, "loss_g": float("nan")}, config=cfg.to_dict())
@@ -133,10 +147,10 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
 
     def run_epoch(st: TrainState) -> dict:
         model.train(), D.train()
-        order = torch.randperm(len(data), generator=st.generator)
+        order = epoch_order(len(data), st.generator, world, cfg.seed, st.epoch)
         rows = []
         for i in range(0, len(data), cfg.batch_size):
-            batch = data[order[i: i + cfg.batch_size]].to(device, non_blocking=True)
+            batch = data[order[i: i + cfg.batch_size][rank::world]].to(device, non_blocking=True)
             az, el = random_views(len(batch), st.generator, tuple(cfg.elevation_range))
             images = render_voxels(batch, az, el, cfg.image_size, up=up)  # (B, 3, S, S) on device
             real = batch.float().contiguous(memory_format=torch.channels_last_3d)
@@ -149,6 +163,8 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
                 kept = f"; the last good checkpoint is kept at {ckpt_path}" if ckpt_path else ""
                 raise FloatingPointError(f"vae_iwgan/{cfg.data}: epoch {st.epoch}, batch {step}: {e}{kept}") from e
             st.extra["step"] = step + 1
+            if world > 1:
+                sync_buffers(model)  # one set of BatchNorm statistics (rank 0's) in every process
             if not math.isnan(out["loss_g"]):
                 st.extra["loss_g"] = out["loss_g"]
             update_ema(ema, model, cfg.ema_decay)
@@ -162,7 +178,7 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
 
     def on_epoch_end(st: TrainState, row: dict) -> None:
         e = st.epoch - 1
-        if out_dir is not None and (e % cfg.sample_every == 0 or st.epoch == cfg.epochs):
+        if out_dir is not None and rank == 0 and (e % cfg.sample_every == 0 or st.epoch == cfg.epochs):
             label = STAND_IN_LABEL if cfg.data.startswith("procedural:") else None
             save_reconstruction_sheet(ema if cfg.ema_decay > 0 else model, sheet_img,
                                       torch.as_tensor(sheet_grids), Path(out_dir) / "samples" / f"epoch_{e:04d}.png",
@@ -221,6 +237,8 @@ def _main_vae_iwgan(args, profile: str) -> None:
     train, val, test = vae_iwgan_data(cfg)
     run = Path(args.out) / cfg.data.replace(":", "_")
     model, _, history = train_vae_iwgan(cfg, run, args.device, volumes=train, max_minutes=args.max_minutes)
+    if distributed_world()[0] != 0:
+        return  # with torchrun only rank 0 writes
     history.to_csv(run / "history.csv", index=False)
     epochs = len(history)
     if args.export:
