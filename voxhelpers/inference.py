@@ -386,7 +386,8 @@ def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, steps: int = 8, mode
 
     ``"slerp"`` (spherical, White 2016 "Sampling generative networks"): keeps the norm typical of N(0, I) draws,
     so mid-points stay where the generator was trained; ``"linear"``: (1 − t)·z0 + t·z1, whose mid-points have a
-    smaller norm.
+    smaller norm. Computed in float64; (anti)parallel ends, where slerp is undefined, fall back to the line; the
+    ends are exactly ``z0`` and ``z1``.
 
     Args:
         z0, z1: (z_dim,) latents.
@@ -406,14 +407,16 @@ def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, steps: int = 8, mode
         raise ValueError(f"steps must be >= 2 (both ends), got {steps}")
     if mode not in ("slerp", "linear"):
         raise ValueError(f"mode must be 'slerp' or 'linear', got {mode!r}")
-    t = torch.linspace(0, 1, steps)[:, None]
-    if mode == "linear":
-        return (1 - t) * z0 + t * z1
-    cos = torch.dot(z0, z1) / (z0.norm() * z1.norm()).clamp_min(1e-12)
-    omega = torch.arccos(cos.clamp(-1, 1))
-    if float(omega) < 1e-6:  # (anti)parallel ends: slerp degenerates to a line
-        return (1 - t) * z0 + t * z1
-    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+    t = torch.linspace(0, 1, steps, dtype=torch.float64)[:, None]
+    a, b = z0.double(), z1.double()
+    omega = torch.arccos((torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300)).clamp(-1, 1))
+    if mode == "linear" or float(torch.sin(omega)) < 1e-6:  # (anti)parallel ends: slerp degenerates to a line
+        out = (1 - t) * a + t * b
+    else:
+        out = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    out = out.float()
+    out[0], out[-1] = z0, z1  # the ends exactly
+    return out
 
 
 def make_sampler(G: nn.Module, condition: int | None = None):

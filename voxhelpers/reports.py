@@ -88,6 +88,8 @@ def compare_generators(samplers: dict, references: dict, n: int, repeats: int = 
 
     from .metrics import voxel_set_metrics
 
+    if n < 1 or repeats < 1:
+        raise ValueError(f"n and repeats must be >= 1, got {n} and {repeats}")
     keys = ("cov", "mmd", "one_nna", "occupancy_error")
     rows = []
     for name, sample in samplers.items():
