@@ -329,6 +329,17 @@ def sample_sheet_figure(
     return fig
 
 
+def _as_images(images: Any) -> np.ndarray:
+    """Validate RGB images (N, 3, S, S) or (N, S, S, 3), N ≥ 1, finite; return float32 (N, S, S, 3)."""
+    imgs = _to_numpy(images).astype(np.float32)
+    if imgs.ndim != 4 or 3 not in (imgs.shape[1], imgs.shape[-1]) or len(imgs) == 0:
+        raise ValueError(f"images must be a non-empty (N, 3, S, S) or (N, S, S, 3) array, got {imgs.shape}")
+    _check_finite(imgs, "images")
+    if imgs.shape[1] == 3 and imgs.shape[-1] != 3:
+        imgs = imgs.transpose(0, 2, 3, 1)
+    return imgs
+
+
 def reconstruction_figure(
     images: Any,
     targets: Any,
@@ -359,12 +370,7 @@ def reconstruction_figure(
     Raises:
         ValueError: different counts, bad image shapes, NaN, a threshold outside [0, 1].
     """
-    imgs = _to_numpy(images).astype(np.float32)
-    if imgs.ndim != 4 or 3 not in (imgs.shape[1], imgs.shape[-1]):
-        raise ValueError(f"images must be (N, 3, S, S) or (N, S, S, 3), got {imgs.shape}")
-    _check_finite(imgs, "images")
-    if imgs.shape[1] == 3 and imgs.shape[-1] != 3:
-        imgs = imgs.transpose(0, 2, 3, 1)
+    imgs = _as_images(images)
     n = len(imgs)
     tgt = [_binarize(v, 0.5, f"targets[{i}]") for i, v in enumerate(_as_volume_list(targets, "targets"))]
     rec = None if reconstructions is None else [
@@ -408,12 +414,7 @@ def image_grid_figure(images: Any, titles: Sequence[str] | None = None, ncols: i
     Raises:
         ValueError: bad shapes, NaN, wrong number of titles, ``ncols`` < 1.
     """
-    imgs = _to_numpy(images).astype(np.float32)
-    if imgs.ndim != 4 or 3 not in (imgs.shape[1], imgs.shape[-1]) or len(imgs) == 0:
-        raise ValueError(f"images must be a non-empty (N, 3, S, S) or (N, S, S, 3) array, got {imgs.shape}")
-    _check_finite(imgs, "images")
-    if imgs.shape[1] == 3 and imgs.shape[-1] != 3:
-        imgs = imgs.transpose(0, 2, 3, 1)
+    imgs = _as_images(images)
     if isinstance(ncols, bool) or not isinstance(ncols, numbers.Integral) or ncols < 1:
         raise ValueError(f"ncols must be an integer >= 1, got {ncols!r}")
     if titles is not None and len(titles) != len(imgs):

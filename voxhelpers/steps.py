@@ -31,6 +31,19 @@ def autocast_for(device: torch.device | str):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """Turn off ``requires_grad`` on a model's parameters for the block (a critic during a generator step), then
+    restore each parameter's own flag, also when the block raises."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
 def sample_z(n: int, z_dim: int, generator: torch.Generator | None, device) -> torch.Tensor:
     """z ~ N(0, I), (n, z_dim), drawn on the CPU generator (so runs reproduce on any device), moved to device."""
     return torch.randn(n, z_dim, generator=generator).to(device)
@@ -174,18 +187,13 @@ def iwgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: 
            "wasserstein": float(-loss_w.detach()), "loss_g": float("nan")}
     # --- generator step: -E[D(G(z))], every n_critic-th batch, D frozen
     if step % n_critic == 0:
-        flags = [p.requires_grad for p in D.parameters()]
-        D.requires_grad_(False)
-        try:
+        with frozen(D):
             d_gen = D(G(sample_z(B, G.z_dim, generator, device)))
             _check(d_gen.detach(), "generated")
             loss_g = wgan_generator_loss(d_gen)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
-        finally:
-            for p, flag in zip(D.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
         out["loss_g"] = float(loss_g.detach())
     return out
 
@@ -282,18 +290,13 @@ def vae_iwgan_step(E: nn.Module, G: nn.Module, D: nn.Module, opt_e: torch.optim.
            "loss_rec": float(loss_rec.detach()), "loss_kl": float(loss_kl.detach()), "loss_e": float(loss_e.detach()),
            "loss_g": float("nan")}
     if g_step:
-        flags = [p.requires_grad for p in D.parameters()]
-        D.requires_grad_(False)
-        try:
+        with frozen(D):
             d_gen = D(fake)
             _check_scores(d_gen.detach(), "reconstructed", step)
             loss_g = wgan_generator_loss(d_gen) + rec_weight * rec_term
             g_params = [p for p in G.parameters() if p.requires_grad]
             grads_e = torch.autograd.grad(loss_e, e_params, retain_graph=True)
             grads_g = torch.autograd.grad(loss_g, g_params)
-        finally:
-            for p, flag in zip(D.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
         for p, g in zip(g_params, grads_g, strict=True):
             p.grad = g
         opt_g.step()

@@ -99,12 +99,43 @@ def iwgan_data(cfg) -> tuple[np.ndarray, np.ndarray]:
 
 def describe_iwgan_data(cfg, n_train: int, n_held: int) -> str:
     """One line naming the data and split of a 3D-IWGAN config, for model cards."""
-    source, _, name = cfg.data.partition(":")
-    split = f"{n_train} train / {n_held} held-out distinct shapes (split seed {cfg.seed})"
+    return describe_source(cfg.data, f"{n_train} train / {n_held} held-out distinct shapes (split seed {cfg.seed})")
+
+
+def describe_source(data: str, split: str) -> str:
+    """``"<dataset> <name>, <split>"`` for a data string, with procedural stand-ins labelled as not real data."""
+    source, _, name = data.partition(":")
     if source == "procedural":
         return f"procedural stand-in {name} shapes (not real data), {split}"
     where = {"synthevox3d": "SynthEVox3D-Tiny", "modelnet10": "ModelNet10 32³"}[source]
     return f"{where} {name}, {split}"
+
+
+def training_grids(volumes) -> np.ndarray:
+    """Validate training grids (N, 32, 32, 32) or (N, 1, 32, 32, 32), binary; return them bool (N, 32, 32, 32).
+
+    Raises:
+        ValueError: another shape, NaN or non-binary values.
+    """
+    from ..datasets import check_grids
+
+    volumes = np.asarray(volumes)
+    if volumes.ndim == 5 and volumes.shape[1] == 1:
+        volumes = volumes[:, 0]
+    volumes = check_grids(volumes, "volumes")
+    if volumes.shape[1:] != (32, 32, 32):
+        raise ValueError(f"volumes must be (N, 32, 32, 32), got {volumes.shape}")
+    return volumes
+
+
+def epoch_summary(rows: list[dict], keys: tuple[str, ...], last_loss_g: float) -> dict:
+    """An epoch's history row: the mean of ``keys`` over its batches, ``loss_g`` (mean over the batches with a
+    generator step; ``last_loss_g`` when there was none) and ``g_steps``."""
+    row = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    g_losses = [r["loss_g"] for r in rows if not math.isnan(r["loss_g"])]
+    row["loss_g"] = float(np.mean(g_losses)) if g_losses else float(last_loss_g)
+    row["g_steps"] = float(len(g_losses))
+    return row
 
 
 def build_iwgan(cfg, device=None) -> tuple[nn.Module, nn.Module]:
@@ -162,17 +193,11 @@ def train_iwgan(cfg, out_dir: str | Path | None = None, device=None, volumes: np
         ValueError: bad volumes; FloatingPointError: the critic diverged (NaN/inf scores) — training stops and
             the last good checkpoint in ``out_dir`` is kept.
     """
-    from ..datasets import check_grids
     from ..steps import iwgan_step
 
     device = default_device(device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    volumes = iwgan_data(cfg)[0] if volumes is None else np.asarray(volumes)
-    if volumes.ndim == 5 and volumes.shape[1] == 1:
-        volumes = volumes[:, 0]
-    volumes = check_grids(volumes, "volumes")
-    if volumes.shape[1:] != (32, 32, 32):
-        raise ValueError(f"volumes must be (N, 32, 32, 32), got {volumes.shape}")
+    volumes = training_grids(iwgan_data(cfg)[0] if volumes is None else volumes)
     rank, world, device, generator = distributed_setup(device, cfg.seed)
     G, D = build_iwgan(cfg, device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
@@ -207,11 +232,7 @@ def train_iwgan(cfg, out_dir: str | Path | None = None, device=None, volumes: np
                 if cfg.ema_decay > 0:
                     update_ema(G_ema, G, cfg.ema_decay)
             rows.append(out)
-        row = {k: float(np.mean([r[k] for r in rows])) for k in ("loss_d", "loss_gp", "wasserstein")}
-        g_losses = [r["loss_g"] for r in rows if not math.isnan(r["loss_g"])]
-        row["loss_g"] = float(np.mean(g_losses)) if g_losses else float(st.extra["loss_g"])
-        row["g_steps"] = float(len(g_losses))
-        return row
+        return epoch_summary(rows, ("loss_d", "loss_gp", "wasserstein"), st.extra["loss_g"])
 
     def on_epoch_end(st: TrainState, row: dict) -> None:
         from ..synthetic import STAND_IN_LABEL

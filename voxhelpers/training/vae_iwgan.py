@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import VAEIWGANConfig
-from .iwgan import export_run, iwgan_data, iwgan_split
+from .iwgan import describe_source, epoch_summary, export_run, iwgan_data, iwgan_split, training_grids
 from .loop import (
     CHECKPOINT_NAME,
     TrainState,
@@ -49,13 +49,9 @@ def vae_iwgan_data(cfg: VAEIWGANConfig) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def describe_vae_iwgan_data(cfg: VAEIWGANConfig, n_train: int, n_val: int, n_test: int) -> str:
     """One line naming the data and the by-object split, for model cards."""
-    source, _, name = cfg.data.partition(":")
-    split = (f"{n_train} train / {n_val} validation / {n_test} test distinct objects (split by object, seed "
-             f"{cfg.seed}); renders {cfg.image_size}² from random views, elevation {tuple(cfg.elevation_range)}")
-    if source == "procedural":
-        return f"procedural stand-in {name} shapes (not real data), {split}"
-    where = {"synthevox3d": "SynthEVox3D-Tiny", "modelnet10": "ModelNet10 32³"}[source]
-    return f"{where} {name}, {split}"
+    return describe_source(cfg.data, f"{n_train} train / {n_val} validation / {n_test} test distinct objects (split by "
+                           f"object, seed {cfg.seed}); renders {cfg.image_size}² from random views, elevation "
+                           f"{tuple(cfg.elevation_range)}")
 
 
 def build_vae_iwgan(cfg: VAEIWGANConfig, device=None) -> tuple[nn.Module, nn.Module]:
@@ -110,7 +106,7 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
     Raises:
         ValueError: bad volumes; FloatingPointError: the critic diverged — the last good checkpoint is kept.
     """
-    from ..datasets import check_grids, grid_up
+    from ..datasets import grid_up
     from ..render import random_views, render_voxels
     from ..steps import vae_iwgan_step
     from ..synthetic import STAND_IN_LABEL
@@ -121,12 +117,7 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
         volumes, val, _ = vae_iwgan_data(cfg)
     else:
         val = None
-    volumes = np.asarray(volumes)
-    if volumes.ndim == 5 and volumes.shape[1] == 1:
-        volumes = volumes[:, 0]
-    volumes = check_grids(volumes, "volumes")
-    if volumes.shape[1:] != (32, 32, 32):
-        raise ValueError(f"volumes must be (N, 32, 32, 32), got {volumes.shape}")
+    volumes = training_grids(volumes)
     up = grid_up(cfg.data)
     rank, world, device, generator = distributed_setup(device, cfg.seed)
     model, D = build_vae_iwgan(cfg, device)
@@ -169,12 +160,8 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
                 st.extra["loss_g"] = out["loss_g"]
             update_ema(ema, model, cfg.ema_decay)
             rows.append(out)
-        row = {k: float(np.mean([r[k] for r in rows]))
-               for k in ("loss_d", "loss_gp", "wasserstein", "loss_rec", "loss_kl", "loss_e")}
-        g_losses = [r["loss_g"] for r in rows if not math.isnan(r["loss_g"])]
-        row["loss_g"] = float(np.mean(g_losses)) if g_losses else float(st.extra["loss_g"])
-        row["g_steps"] = float(len(g_losses))
-        return row
+        return epoch_summary(rows, ("loss_d", "loss_gp", "wasserstein", "loss_rec", "loss_kl", "loss_e"),
+                             st.extra["loss_g"])
 
     def on_epoch_end(st: TrainState, row: dict) -> None:
         e = st.epoch - 1
@@ -190,20 +177,26 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
     return (ema if cfg.ema_decay > 0 else model), D, history
 
 
+def evaluate_vae_iwgan(model: nn.Module, cfg: VAEIWGANConfig, train, val, test, device=None) -> dict:
+    """:func:`voxhelpers.inference.evaluate_reconstruction` with a config's protocol (views, seeds, up axis)."""
+    from ..datasets import grid_up
+    from ..inference import evaluate_reconstruction
+
+    return evaluate_reconstruction(model, train, val, test, grid_up(cfg.data), cfg.image_size, cfg.eval_views,
+                                   cfg.retrieval_views, cfg.seed, tuple(cfg.elevation_range), device)
+
+
 def evaluate_pretrained_vae_iwgan(path: str | Path, write: bool = True, device=None) -> dict:
     """Evaluate stored 3D-VAE-IWGAN weights (as shipped) on their config's held-out TEST objects; write the card.
 
     The split is rebuilt from the card's config (:func:`vae_iwgan_data`); see
     :func:`voxhelpers.inference.evaluate_reconstruction` for the protocol. The card gets every scalar metric.
     """
-    from ..datasets import grid_up
-    from ..inference import evaluate_reconstruction, load_pretrained, update_card
+    from ..inference import load_pretrained, update_card
 
     model, card = load_pretrained(path, device or "cpu")
     cfg = VAEIWGANConfig(**card["config"])
-    train, val, test = vae_iwgan_data(cfg)
-    m = evaluate_reconstruction(model, train, val, test, grid_up(cfg.data), cfg.image_size, cfg.eval_views,
-                                cfg.retrieval_views, cfg.seed, tuple(cfg.elevation_range), device)
+    m = evaluate_vae_iwgan(model, cfg, *vae_iwgan_data(cfg), device)
     scalars = {k: v for k, v in m.items() if k != "per_view"}
     if write:
         update_card(path, metrics=scalars)
@@ -224,8 +217,6 @@ def _add_vae_iwgan_parser(sub) -> None:
 
 def _main_vae_iwgan(args, profile: str) -> None:
     from ..config import vae_iwgan_config
-    from ..datasets import grid_up
-    from ..inference import evaluate_reconstruction
     from ..io import write_json
 
     given = (("epochs", args.epochs), ("sample_every", args.sample_every), ("rec_weight", args.rec_weight),
@@ -249,6 +240,5 @@ def _main_vae_iwgan(args, profile: str) -> None:
         if args.evaluate:
             evaluate_pretrained_vae_iwgan(path, device=args.device)
     elif args.evaluate:
-        m = evaluate_reconstruction(model, train, val, test, grid_up(cfg.data), cfg.image_size, cfg.eval_views,
-                                    cfg.retrieval_views, cfg.seed, tuple(cfg.elevation_range), args.device)
+        m = evaluate_vae_iwgan(model, cfg, train, val, test, args.device)
         write_json(run / "metrics.json", {k: v for k, v in m.items() if k != "per_view"})
