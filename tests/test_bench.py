@@ -61,7 +61,8 @@ def test_registry_has_the_cases_and_rejects_duplicates():
     assert {"voxel_cgan_iteration", "voxel_cgan_generator_fwd", "voxel_metrics_1000x80"} <= set(bench.CASES)
     opts = bench.BenchOptions(torch.device("cpu"), quick=True)
     rows = bench.CASES["voxel_cgan_iteration"](opts)  # builders are lazy: nothing is built until setup()
-    assert [r.fmt for r in rows] == ["channels_last_3d", "contiguous"]
+    assert [r.fmt for r in rows] == ["channels_last_3d", "contiguous", "channels_last_3d"]
+    assert "fast_paths(False)" in rows[2].notes and "fast_paths" not in rows[0].notes
     with pytest.raises(ValueError, match="already registered"):
         bench.register_case("voxel_cgan_iteration")(lambda o: [])
 
@@ -116,3 +117,15 @@ def test_main_quick_writes_the_markdown_table(tmp_path, capsys):
 def test_main_rejects_an_unknown_case(tmp_path):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--out", str(tmp_path / "b.md"), "--cases", "no_such_case"])
+
+
+def test_ratio_lines_pair_the_right_rows():
+    """channels-last against contiguous uses the fast row, and the plain-layers row gets its own ratio line."""
+    def row(fmt, seconds, notes=""):
+        return bench.CaseResult("it", fmt, 8, [seconds], 10**9, 100.0, 1.0, "case", 8, notes)
+
+    lines = bench._format_ratios([row("channels_last_3d", 2.0), row("contiguous", 3.0),
+                                  row("channels_last_3d", 5.0, "x; plain torch.nn layers (fast_paths(False))")])
+    assert lines == ["- `it`: channels_last_3d is 1.50× the speed of contiguous (same run)",
+                     "- `it` [channels_last_3d]: the layers' CPU fast paths are 2.50× the speed of plain torch.nn "
+                     "layers (same run)"]

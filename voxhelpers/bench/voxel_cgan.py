@@ -41,13 +41,15 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
     """One seed training iteration (gated D steps forced on, G steps, pairing step), batch 80, 2 conditions.
 
     ``voxel_cgan_step`` with RMSprop as in ``train_voxel_cgan``; the D-accuracy gate is reset to zero before every
-    call so both D steps always run. One row per memory format. With 80 training shapes one iteration is one epoch, so
-    the channels-last row also projects the seed's 401-epoch run.
+    call so both D steps always run. One row per memory format, and a third with the layers' CPU fast paths off
+    (:func:`voxhelpers.nets.layers.fast_paths`) to show what they bring in the same run. With 80 training shapes one
+    iteration is one epoch, so the channels-last row also projects the seed's 401-epoch run.
     """
     batch = 4 if opts.quick else 80
 
-    def make(fmt: str) -> Callable[[], Callable[[], object]]:
+    def make(fmt: str, fast: bool = True) -> Callable[[], Callable[[], object]]:
         def setup() -> Callable[[], object]:
+            from ..nets.layers import fast_paths
             from ..steps import voxel_cgan_step
 
             cfg, G, D = _voxel_cgan_models(opts, fmt)
@@ -61,8 +63,9 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
 
             def step() -> dict:
                 # a new gate of zeros every call: the D steps always run
-                return voxel_cgan_step(G, D, opt_g, opt_d, real, fresh_gate(), cfg.loss, cfg.variant, cfg.d_acc_gate,
-                                       cfg.pairing, gen)
+                with fast_paths(fast):
+                    return voxel_cgan_step(G, D, opt_g, opt_d, real, fresh_gate(), cfg.loss, cfg.variant,
+                                           cfg.d_acc_gate, cfg.pairing, gen)
 
             return step
 
@@ -82,6 +85,8 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
                   peak_kind=peak_kind, notes=notes, derive=project),
         BenchCase("voxel_cgan_iteration", make("contiguous"), batch, batch, "contiguous", peak_kind=peak_kind,
                   notes=notes),
+        BenchCase("voxel_cgan_iteration", make("channels_last_3d", fast=False), batch, batch, "channels_last_3d",
+                  peak_kind=peak_kind, notes=notes + "; plain torch.nn layers (fast_paths(False))"),
     ]
 
 
@@ -129,3 +134,54 @@ def _voxel_metrics(opts: BenchOptions) -> list[BenchCase]:
 
     notes = f"{n_gen} generated × {n_real} real grids of {size}³; samples/s = generated shapes/s"
     return [BenchCase("voxel_metrics_1000x80", setup, n_gen, n_gen, "bool", count=False, notes=notes)]
+
+
+@register_case("voxel_cgan_layers")
+def _voxel_cgan_layers(opts: BenchOptions) -> list[BenchCase]:
+    """Each convolution of the seed's G and D alone, forward + backward, batch 80, channels-last-3d.
+
+    Shows where an iteration's time goes and which shapes run far below the GEMM peak. The backward computes the
+    weight gradient, and the input gradient for every layer but the first of each network (as in the D step; the G
+    step also needs D's first-layer input gradient). Layers are the networks' own
+    (:class:`~voxhelpers.nets.layers.FastConvTranspose3d` / :class:`~voxhelpers.nets.layers.FastConv3d`, fast paths
+    on); the notes name the path taken.
+    """
+    from ..nets.voxel_gan import CGANDiscriminator, CGANGenerator
+
+    batch = 4 if opts.quick else 80
+    torch.manual_seed(opts.seed)
+    ups = [m for m in CGANGenerator().net if isinstance(m, torch.nn.ConvTranspose3d)]  # inputs 1³, 2³, …, 16³
+    downs = [m for m in CGANDiscriminator().net if isinstance(m, torch.nn.Conv3d)]  # inputs 32³, 16³, …, 2³
+    convs = [("G", m, 1 << i) for i, m in enumerate(ups)] + [("D", m, 32 >> i) for i, m in enumerate(downs)]
+
+    def describe(net: str, m: torch.nn.Module, size: int) -> str:
+        up = isinstance(m, torch.nn.ConvTranspose3d)
+        out = size * 2 if up else size // 2
+        if (up and size == 1) or (not up and size == 2):
+            path = "central-taps matrix product"
+        elif up and m.out_channels <= 2:
+            path = "GEMM + fold"
+        elif not up and m.in_channels <= 2:
+            path = "native forward, GEMM + fold input gradient"
+        else:
+            path = "native (oneDNN)"
+        return f"{net} {type(m).__name__} {m.in_channels}→{m.out_channels}, {size}³→{out}³: {path}"
+
+    def make(m: torch.nn.Module, size: int, first: bool) -> Callable[[], Callable[[], object]]:
+        def setup() -> Callable[[], object]:
+            layer = m.to(opts.device, memory_format=torch.channels_last_3d)
+            x = torch.randn(batch, m.in_channels, size, size, size, device=opts.device)
+            x = x.contiguous(memory_format=torch.channels_last_3d).requires_grad_(not first)
+            grad = torch.randn_like(layer(x.detach()))
+
+            def step() -> None:
+                layer.zero_grad(set_to_none=True)
+                layer(x).backward(grad)
+
+            return step
+
+        return setup
+
+    return [BenchCase("voxel_cgan_layers", make(m, s, i in (0, 5)), batch, batch, "channels_last_3d",
+                      notes=describe(net, m, s), warmup=2)
+            for i, (net, m, s) in enumerate(convs)]

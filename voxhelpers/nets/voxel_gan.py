@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import FastConv3d, FastConvTranspose3d
+
 CONDITION_MODES = ("scalar", "onehot")
 OUTPUT_KINDS = ("probs", "logits")
 
@@ -42,7 +44,9 @@ class CGANGenerator(nn.Module):
     """Conditional voxel generator: z (200) + condition → 32³ occupancy probabilities.
 
     Five ``ConvTranspose3d(k=4, s=2, p=1)``: (200 + c) → 256 → 128 → 64 → 32 → 1 channels, spatial
-    1 → 2 → 4 → 8 → 16 → 32; BatchNorm3d + ReLU after the first four, Sigmoid at the end.
+    1 → 2 → 4 → 8 → 16 → 32; BatchNorm3d + ReLU after the first four, Sigmoid at the end. The layers are
+    :class:`~voxhelpers.nets.layers.FastConvTranspose3d`: ``nn.ConvTranspose3d`` with exact CPU fast paths for the
+    first (1³ input) and last (one output channel) layer.
     6,049,185 parameters with the seed's scalar condition.
 
     Args:
@@ -62,9 +66,9 @@ class CGANGenerator(nn.Module):
         in_ch = z_dim + _check_mode(condition, n_conditions)
         layers: list[nn.Module] = []
         for out_ch in channels:
-            layers += [nn.ConvTranspose3d(in_ch, out_ch, 4, 2, 1), nn.BatchNorm3d(out_ch), nn.ReLU(inplace=True)]
+            layers += [FastConvTranspose3d(in_ch, out_ch, 4, 2, 1), nn.BatchNorm3d(out_ch), nn.ReLU(inplace=True)]
             in_ch = out_ch
-        layers += [nn.ConvTranspose3d(in_ch, 1, 4, 2, 1), nn.Sigmoid()]
+        layers += [FastConvTranspose3d(in_ch, 1, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -81,7 +85,8 @@ class CGANDiscriminator(nn.Module):
     """Conditional voxel discriminator: grid + constant condition plane(s) → one score per sample.
 
     Five ``Conv3d(k=4, s=2, p=1)``: (1 + c) → 32 → 64 → 128 → 256 → 1, spatial 32 → 16 → 8 → 4 → 2 → 1;
-    BatchNorm3d + LeakyReLU(0.2) on the first four; Sigmoid output (the seed) or raw logits.
+    BatchNorm3d + LeakyReLU(0.2) on the first four; Sigmoid output (the seed) or raw logits. The layers are
+    :class:`~voxhelpers.nets.layers.FastConv3d`: ``nn.Conv3d`` with an exact CPU fast path for the last (2³ → 1³).
     2,774,433 parameters with the seed's scalar condition.
 
     Args:
@@ -103,9 +108,9 @@ class CGANDiscriminator(nn.Module):
         in_ch = 1 + _check_mode(condition, n_conditions)
         layers: list[nn.Module] = []
         for out_ch in channels:
-            layers += [nn.Conv3d(in_ch, out_ch, 4, 2, 1), nn.BatchNorm3d(out_ch), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [FastConv3d(in_ch, out_ch, 4, 2, 1), nn.BatchNorm3d(out_ch), nn.LeakyReLU(0.2, inplace=True)]
             in_ch = out_ch
-        layers += [nn.Conv3d(in_ch, 1, 4, 2, 1)]
+        layers += [FastConv3d(in_ch, 1, 4, 2, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -203,7 +208,7 @@ class IWGANGenerator(nn.Module):
         layers: list[nn.Module] = []
         for in_ch, out_ch in zip(channels[:-1], channels[1:], strict=True):
             layers += [nn.ConvTranspose3d(in_ch, out_ch, 4, 2, 1), nn.BatchNorm3d(out_ch), nn.ReLU(inplace=True)]
-        layers += [nn.ConvTranspose3d(channels[-1], 1, 4, 2, 1), nn.Tanh()]
+        layers += [FastConvTranspose3d(channels[-1], 1, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ from .loop import (
     distributed_world,
     fit,
     mean_over_processes,
+    retain_freed_memory,
     seed_everything,
     sync_buffers,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "CHECKPOINT_NAME", "TrainState", "average_gradients_before_step", "build_iwgan", "build_voxel_cgan",
     "default_device", "describe_data", "describe_iwgan_data", "distributed_world", "evaluate_pretrained_iwgan",
     "evaluate_pretrained_voxel_cgan", "fit", "iwgan_data", "iwgan_split", "make_optimizer", "mean_over_processes",
+    "retain_freed_memory",
     "save_iwgan_sheet", "save_sample_sheet", "seed_everything", "sync_buffers", "train_iwgan", "train_voxel_cgan",
     "unique_grids", "update_ema", "voxel_cgan_data", "build_vae_iwgan", "describe_vae_iwgan_data",
     "evaluate_pretrained_vae_iwgan", "train_vae_iwgan", "vae_iwgan_data",

@@ -1,0 +1,117 @@
+"""The fast 3D convolution layers equal their torch.nn parents: forward, input, weight and bias gradients."""
+
+import pytest
+import torch
+from torch import nn
+
+from voxhelpers.nets.layers import FEW, FastConv3d, FastConvTranspose3d, conv_transpose3d_k4s2p1, fast_paths
+from voxhelpers.nets.voxel_gan import CGANDiscriminator, CGANGenerator
+
+CL = torch.channels_last_3d
+
+
+def _compare(fast: nn.Module, parent_forward, x: torch.Tensor, tol: float = 1e-4) -> None:
+    """fast(x) against the parent class's forward on the same parameters, values and all gradients."""
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    y1 = fast(x1)
+    y2 = parent_forward(fast, x2)
+    assert y1.shape == y2.shape
+    scale = y2.abs().max().item()
+    assert (y1 - y2).abs().max().item() <= tol * scale
+    g = torch.randn_like(y2)
+    grads1 = torch.autograd.grad(y1, [x1, *fast.parameters()], g)
+    grads2 = torch.autograd.grad(y2, [x2, *fast.parameters()], g)
+    for a, b, name in zip(grads1, grads2, ["input", "weight", "bias"], strict=True):
+        assert a.shape == b.shape, name
+        assert (a - b).abs().max().item() <= tol * b.abs().max().item(), name
+
+
+@pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
+@pytest.mark.parametrize(("cin", "cout", "size"), [(8, 1, 4), (8, 2, 4), (5, 1, 3), (201, 16, 1), (6, 3, 1)])
+def test_fast_conv_transpose_equals_parent(cin, cout, size, fmt):
+    torch.manual_seed(cin + cout + size)
+    m = FastConvTranspose3d(cin, cout, 4, 2, 1).to(memory_format=fmt)
+    x = torch.randn(3, cin, size, size, size).contiguous(memory_format=fmt)
+    _compare(m, nn.ConvTranspose3d.forward, x)
+
+
+@pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
+@pytest.mark.parametrize(("cin", "cout", "size"), [(1, 4, 8), (2, 4, 8), (2, 3, 6), (16, 1, 2), (16, 5, 2), (4, 4, 4)])
+def test_fast_conv_equals_parent(cin, cout, size, fmt):
+    torch.manual_seed(cin + cout + size)
+    m = FastConv3d(cin, cout, 4, 2, 1).to(memory_format=fmt)
+    x = torch.randn(3, cin, size, size, size).contiguous(memory_format=fmt)
+    _compare(m, nn.Conv3d.forward, x)
+
+
+def test_fast_paths_are_taken_and_others_fall_back(monkeypatch):
+    """The three fast paths really run for their shapes (the parent's forward is never called) and not otherwise."""
+    calls = []
+    for parent in (nn.ConvTranspose3d, nn.Conv3d):
+        orig = parent.forward
+        monkeypatch.setattr(parent, "forward",
+                            lambda self, *a, _o=orig, **k: calls.append(type(self)) or _o(self, *a, **k))
+    FastConvTranspose3d(7, 1, 4, 2, 1)(torch.randn(2, 7, 4, 4, 4))  # few outputs
+    FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 1, 1, 1))  # 1³ input
+    FastConv3d(7, 3, 4, 2, 1)(torch.randn(2, 7, 2, 2, 2))  # 2³ → 1³
+    FastConv3d(FEW, 3, 4, 2, 1)(torch.randn(2, FEW, 4, 4, 4))  # few inputs
+    assert calls == []
+    FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 3, 3, 3))  # a wide layer: the parent
+    FastConv3d(7, 3, 3, 1, 1)(torch.randn(2, 7, 4, 4, 4))  # another kernel: the parent
+    FastConvTranspose3d(7, 1, 3, 2, 1)(torch.randn(2, 7, 4, 4, 4))
+    assert len(calls) == 3
+    with fast_paths(False):  # switched off: every shape runs the parent
+        FastConvTranspose3d(7, 1, 4, 2, 1)(torch.randn(2, 7, 4, 4, 4))
+        FastConv3d(7, 3, 4, 2, 1)(torch.randn(2, 7, 2, 2, 2))
+    assert len(calls) == 5
+    FastConv3d(7, 3, 4, 2, 1)(torch.randn(2, 7, 2, 2, 2))  # and back on after the block
+    assert len(calls) == 5
+
+
+def test_networks_keep_their_parameters_and_state_dict():
+    G, D = CGANGenerator(), CGANDiscriminator()
+    assert sum(p.numel() for p in G.parameters()) == 6_049_185
+    assert sum(p.numel() for p in D.parameters()) == 2_774_433
+    plain = nn.Sequential(nn.ConvTranspose3d(32, 1, 4, 2, 1))
+    fast = nn.Sequential(FastConvTranspose3d(32, 1, 4, 2, 1))
+    fast.load_state_dict(plain.state_dict())  # same keys and shapes: old weights load
+    x = torch.randn(2, 32, 4, 4, 4)
+    assert torch.allclose(fast(x), plain(x), atol=1e-5)
+
+
+def test_whole_generator_and_discriminator_match_plain_layers():
+    """A G → D pass with its backward equals the same pass with torch.nn's own layer forwards."""
+    torch.manual_seed(0)
+    G, D = CGANGenerator().to(memory_format=CL), CGANDiscriminator().to(memory_format=CL)
+    z, c = torch.randn(4, 200), torch.tensor([0, 1, 0, 1])
+
+    def run():
+        G.zero_grad(), D.zero_grad()
+        out = D(G(z, c), c)
+        out.sum().backward()
+        return out.detach(), [p.grad.clone() for p in [*G.parameters(), *D.parameters()]]
+
+    out1, g1 = run()
+    with fast_paths(False):
+        out2, g2 = run()
+    assert torch.allclose(out1, out2, atol=1e-5)
+    scale = max(b.abs().max() for b in g2)  # biases before a batch norm have gradients of rounding size only
+    for a, b in zip(g1, g2, strict=True):
+        assert (a - b).abs().max() <= 1e-3 * b.abs().max() + 1e-5 * scale
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match="weight must be"):
+        conv_transpose3d_k4s2p1(torch.randn(1, 3, 4, 4, 4), torch.randn(4, 1, 4, 4, 4))
+    with pytest.raises(ValueError, match=r"x must be \(B, C, S, S, S\)"):
+        conv_transpose3d_k4s2p1(torch.randn(1, 3, 4, 4, 5), torch.randn(3, 1, 4, 4, 4))
+
+
+def test_double_backward_is_refused_clearly():
+    """The GEMM paths are first-order only: a gradient penalty through them must fail loudly, not silently."""
+    m = FastConv3d(1, 4, 4, 2, 1)
+    x = torch.randn(2, 1, 8, 8, 8, requires_grad=True)
+    (g,) = torch.autograd.grad(m(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|does not require grad"):
+        g.pow(2).sum().backward()
