@@ -155,16 +155,8 @@ def _voxel_cgan_layers(opts: BenchOptions) -> list[BenchCase]:
     convs = [("G", m, 1 << i) for i, m in enumerate(ups)] + [("D", m, 32 >> i) for i, m in enumerate(downs)]
 
     def describe(net: str, m: torch.nn.Module, size: int) -> str:
-        up = isinstance(m, torch.nn.ConvTranspose3d)
-        out = size * 2 if up else size // 2
-        if (up and size == 1) or (not up and size == 2):
-            path = "central-taps matrix product"
-        elif up and m.out_channels <= 2:
-            path = "GEMM + fold"
-        elif not up and m.in_channels <= 2:
-            path = "native forward, GEMM + fold input gradient"
-        else:
-            path = "native (oneDNN)"
+        out = size * 2 if isinstance(m, torch.nn.ConvTranspose3d) else size // 2
+        path = m.fast_path(torch.empty(1, m.in_channels, size, size, size)) or "native (oneDNN)"
         return f"{net} {type(m).__name__} {m.in_channels}→{m.out_channels}, {size}³→{out}³: {path}"
 
     def make(m: torch.nn.Module, size: int, first: bool) -> Callable[[], Callable[[], object]]:

@@ -48,6 +48,7 @@ def fast_paths(enabled: bool = True):
     finally:
         _ENABLED = before
 
+
 #: at most this many channels on the thin side of a layer take the GEMM + fold path
 FEW = 2
 _K4S2P1 = {"kernel_size": (4, 4, 4), "stride": (2, 2, 2), "padding": (1, 1, 1), "dilation": (1, 1, 1)}
@@ -215,6 +216,11 @@ def conv_transpose3d_k4s2p1(x: torch.Tensor, weight: torch.Tensor,
     return _ConvTransposeGemm.apply(x, weight, bias)
 
 
+#: names of the fast paths, as :meth:`FastConvTranspose3d.fast_path` / :meth:`FastConv3d.fast_path` return them
+CENTRE_TAPS, GEMM_FOLD, GEMM_FOLD_INPUT_GRAD = ("central-taps matrix product", "GEMM + fold",
+                                                "native forward, GEMM + fold input gradient")
+
+
 def _centre_taps(weight: torch.Tensor) -> torch.Tensor:
     """The central 2³ taps of a 4³ kernel (A, B, 4, 4, 4) → (A, B, 2, 2, 2): the only ones a 1³ or 2³ grid meets."""
     return weight[:, :, 1:3, 1:3, 1:3]
@@ -233,17 +239,26 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
         forward(x (B, C_in, S, S, S)) → (B, C_out, 2S, 2S, 2S), as ``nn.ConvTranspose3d``.
     """
 
-    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+    def fast_path(self, x: torch.Tensor, output_size: list[int] | None = None) -> str | None:
+        """The fast path ``forward(x)`` takes (:data:`CENTRE_TAPS` or :data:`GEMM_FOLD`), None for the parent's."""
         if _ENABLED and output_size is None and x.device.type == "cpu" and _cubic(x) and _is_k4s2p1(self):
             if x.shape[2] == 1:
-                B, cin, cout = x.shape[0], self.in_channels, self.out_channels
-                w = _centre_taps(self.weight).permute(0, 2, 3, 4, 1).reshape(cin, 8 * cout)  # (C_in, 2³·C_out)
-                out = torch.mm(x.reshape(B, cin), w).view(B, 2, 2, 2, cout)
-                if self.bias is not None:
-                    out = out + self.bias
-                return out.permute(0, 4, 1, 2, 3)  # (B, C_out, 2, 2, 2), channels-last
+                return CENTRE_TAPS
             if self.out_channels <= FEW:
-                return conv_transpose3d_k4s2p1(x, self.weight, self.bias)
+                return GEMM_FOLD
+        return None
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        path = self.fast_path(x, output_size)
+        if path == CENTRE_TAPS:
+            B, cin, cout = x.shape[0], self.in_channels, self.out_channels
+            w = _centre_taps(self.weight).permute(0, 2, 3, 4, 1).reshape(cin, 8 * cout)  # (C_in, 2³·C_out)
+            out = torch.mm(x.reshape(B, cin), w).view(B, 2, 2, 2, cout)
+            if self.bias is not None:
+                out = out + self.bias
+            return out.permute(0, 4, 1, 2, 3)  # (B, C_out, 2, 2, 2), channels-last
+        if path == GEMM_FOLD:
+            return conv_transpose3d_k4s2p1(x, self.weight, self.bias)
         return super().forward(x, output_size)
 
 
@@ -259,12 +274,22 @@ class FastConv3d(nn.Conv3d):
         forward(x (B, C_in, S, S, S)) → (B, C_out, S/2, S/2, S/2), as ``nn.Conv3d``.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fast_path(self, x: torch.Tensor) -> str | None:
+        """The fast path ``forward(x)`` takes (:data:`CENTRE_TAPS` or :data:`GEMM_FOLD_INPUT_GRAD`), None for the
+        parent's."""
         if _ENABLED and x.device.type == "cpu" and _cubic(x) and x.shape[2] % 2 == 0 and _is_k4s2p1(self):
-            B, cin, cout = x.shape[0], self.in_channels, self.out_channels
             if x.shape[2] == 2:
-                w = _centre_taps(self.weight).reshape(cout, cin * 8)  # (C_out, C_in·2³)
-                return F.linear(x.reshape(B, cin * 8), w, self.bias).view(B, cout, 1, 1, 1)
-            if cin <= FEW:
-                return _ConvFewIn.apply(x, self.weight, self.bias)
+                return CENTRE_TAPS
+            if self.in_channels <= FEW:
+                return GEMM_FOLD_INPUT_GRAD
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        path = self.fast_path(x)
+        if path == CENTRE_TAPS:
+            B, cin, cout = x.shape[0], self.in_channels, self.out_channels
+            w = _centre_taps(self.weight).reshape(cout, cin * 8)  # (C_out, C_in·2³)
+            return F.linear(x.reshape(B, cin * 8), w, self.bias).view(B, cout, 1, 1, 1)
+        if path == GEMM_FOLD_INPUT_GRAD:
+            return _ConvFewIn.apply(x, self.weight, self.bias)
         return super().forward(x)
