@@ -59,6 +59,22 @@ def test_generator_steps_leave_d_without_gradients_and_flags_intact():
     assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters(), strict=True))
 
 
+def test_pairing_steps_count_generator_updates():
+    """Each pairing step is one more G update (its own z); pairing_steps < 1 is refused."""
+    real = torch.as_tensor(make_conditions(procedural_shapes("car", 4), 2), dtype=torch.float32)[:, :, None]
+    calls = {}
+    for k in (1, 3):
+        G, D = _tiny_nets()
+        og, od = torch.optim.RMSprop(G.parameters(), 2.5e-3), torch.optim.RMSprop(D.parameters(), 5e-5)
+        og.register_step_post_hook(lambda *_, k=k: calls.__setitem__(k, calls.get(k, 0) + 1))
+        out = voxel_cgan_step(G, D, og, od, real, {"acc": 1.0}, "triple", pairing_steps=k,
+                              generator=torch.Generator().manual_seed(0))
+        assert np.isfinite(out["loss_pair"])
+    assert calls == {1: 2 + 1, 3: 2 + 3}  # one G step per condition, then the pairing steps
+    with pytest.raises(ValueError, match="pairing_steps must be >= 1"):
+        voxel_cgan_step(G, D, og, od, real, {"acc": 1.0}, pairing_steps=0)
+
+
 def test_step_sound_variant_with_logits():
     G, D = _tiny_nets(output="logits")
     og, od = torch.optim.RMSprop(G.parameters(), 1e-3), torch.optim.RMSprop(D.parameters(), 1e-4)
@@ -204,3 +220,17 @@ def test_retain_freed_memory_stops_the_page_faults_of_reallocation():
 
     assert last_round_faults("default") > 4 * 4 * 10240 * 0.9
     assert last_round_faults("retain") < 2 * 10240
+
+
+def test_cli_records_recipe_options_in_card(data_root, tmp_path):
+    """--pairing-steps and --condition reach the config, the card's command and the stored generator."""
+    from voxhelpers.training import _main
+
+    export = tmp_path / "m"
+    _main(["voxel_cgan", "--category", "car", "--loss", "bce", "--profile", "smoke", "--pairing-steps", "2",
+           "--condition", "onehot", "--out", str(tmp_path / "runs"), "--export", str(export)])
+    card = json.loads((export / "bce.json").read_text())
+    assert card["config"]["pairing_steps"] == 2 and card["config"]["condition"] == "onehot"
+    assert card["command"].endswith("--pairing-steps 2 --condition onehot")
+    G, _ = load_pretrained(export / "bce.safetensors")
+    assert G.n_conditions == 2 and G.net[0].in_channels == G.z_dim + 2  # one-hot: one input per condition

@@ -51,8 +51,8 @@ def sample_z(n: int, z_dim: int, generator: torch.Generator | None, device) -> t
 
 def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                     real: torch.Tensor, gate: dict, loss: str = "bce_bcewithlogits", variant: str = "seed",
-                    d_acc_gate: float = 0.95, pairing: bool = True,
-                    generator: torch.Generator | None = None) -> dict[str, float]:
+                    d_acc_gate: float = 0.95, pairing: bool = True, generator: torch.Generator | None = None,
+                    pairing_steps: int = 1) -> dict[str, float]:
     """One batch of the hybrid-loss conditional voxel GAN (seed 000, SPEC §1).
 
     For each condition c: a D step on real grids of condition c against G(z|c) — skipped when D's
@@ -60,7 +60,8 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
     ≥ ``d_acc_gate`` — then a G step with
     ℓ(D(G(z|c)|c), 1). Then the pairing G step: the mean over conditions of G(z|c) turned back by the
     inverse of condition c's rotation (per sample, spatial axes only — the seed rotated over the batch
-    axis) is judged by D as condition 0, which makes all conditions draw the same object. D's parameters are frozen
+    axis) is judged by D as condition 0, which makes all conditions draw the same object (``pairing_steps`` times,
+    each with a fresh z; the seed ran it once). D's parameters are frozen
     during the G and pairing steps (its weight gradients there were computed and discarded: the same updates, 9 %
     fewer FLOPs), and a gated-off D step runs D without building a graph.
 
@@ -74,13 +75,17 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
         d_acc_gate: the seed's 0.95.
         pairing: run the pairing step.
         generator: torch.Generator for z.
+        pairing_steps: pairing G updates per batch (≥ 1; the seed: 1).
 
     Returns:
-        ``loss_d`` and ``loss_g`` (means over conditions), ``loss_pair``, ``acc_d`` (mean over conditions),
+        ``loss_d`` and ``loss_g`` (means over conditions), ``loss_pair`` (mean over the pairing steps), ``acc_d``
+        (mean over conditions),
         ``d_steps`` (D updates made).
     """
     if real.ndim != 6 or real.shape[2] != 1:
         raise ValueError(f"real must be (B, C, 1, D, H, W), got {tuple(real.shape)}")
+    if pairing_steps < 1:
+        raise ValueError(f"pairing_steps must be >= 1 (switch the step off with pairing=False), got {pairing_steps}")
     B, C = real.shape[:2]
     train_d = gate.get("acc", 0.0) < d_acc_gate  # decided on the previous batch, for every condition
     device, kind, amp = real.device, D.output, autocast_for(real.device)
@@ -118,18 +123,22 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
     out["loss_pair"] = float("nan")
     if pairing and C > 1:
         # --- pairing step: all conditions of one z, turned back to condition 0, averaged, judged as c = 0
-        z = sample_z(B, G.z_dim, generator, device)
-        with frozen(D):
-            with amp:
-                views = [condition_rotation(G(z, torch.full((B,), c, device=device, dtype=torch.long)), c,
-                                            inverse=True) for c in range(C)]
-                paired = torch.stack(views).mean(0)  # (B, 1, D, H, W)
-                d_pair = D(paired.contiguous(memory_format=fmt), torch.zeros(B, device=device, dtype=torch.long))
-            loss_pair = ell(d_pair, 1.0)
-            opt_g.zero_grad(set_to_none=True)
-            loss_pair.backward()
-        opt_g.step()
-        out["loss_pair"] = float(loss_pair.detach())
+        losses = []
+        for _ in range(pairing_steps):
+            z = sample_z(B, G.z_dim, generator, device)
+            with frozen(D):
+                with amp:
+                    views = [condition_rotation(G(z, torch.full((B,), c, device=device, dtype=torch.long)), c,
+                                                inverse=True) for c in range(C)]
+                    paired = torch.stack(views).mean(0)  # (B, 1, D, H, W)
+                    d_pair = D(paired.contiguous(memory_format=fmt),
+                               torch.zeros(B, device=device, dtype=torch.long))
+                loss_pair = ell(d_pair, 1.0)
+                opt_g.zero_grad(set_to_none=True)
+                loss_pair.backward()
+            opt_g.step()
+            losses.append(float(loss_pair.detach()))
+        out["loss_pair"] = sum(losses) / len(losses)
     return out
 
 
