@@ -79,8 +79,7 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
 
     Returns:
         ``loss_d`` and ``loss_g`` (means over conditions), ``loss_pair`` (mean over the pairing steps), ``acc_d``
-        (mean over conditions),
-        ``d_steps`` (D updates made).
+        (mean over conditions), ``d_steps`` (D updates made).
     """
     if real.ndim != 6 or real.shape[2] != 1:
         raise ValueError(f"real must be (B, C, 1, D, H, W), got {tuple(real.shape)}")

@@ -188,6 +188,7 @@ def evaluate_pretrained_voxel_cgan(path: str | Path, profile: str | None = None,
 
 def _add_voxel_cgan_parser(sub) -> None:
     from ..losses import HYBRID_LOSSES
+    from ..nets.voxel_gan import CONDITION_MODES
 
     q = sub.add_parser("voxel_cgan", help="hybrid-loss conditional voxel GAN")
     q.add_argument("--category", default="airplane")
@@ -201,7 +202,7 @@ def _add_voxel_cgan_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--ema", type=float, default=0.98, help="EMA decay of G's weights per batch (0: off, the seed)")
     q.add_argument("--pairing-steps", type=int, default=1, help="pairing G steps per batch (the seed: 1)")
-    q.add_argument("--condition", default="scalar", choices=("scalar", "onehot"),
+    q.add_argument("--condition", default="scalar", choices=CONDITION_MODES,
                    help="how G and D see the condition: one scalar input (the seed) or one-hot")
     q.add_argument("--variant", default="seed", choices=("seed", "sound"),
                    help="loss formulas: the seed's verbatim (D outputs probabilities) or sound (D outputs logits)")
