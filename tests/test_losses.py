@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from voxhelpers.losses import HYBRID_LOSSES, discriminator_accuracy, hybrid_loss
+from voxhelpers.losses import HYBRID_LOSSES, discriminator_accuracy, hybrid_loss, soft_jaccard_distance
 
 
 def _bce(p, t):  # binary cross-entropy of one probability
@@ -89,3 +89,24 @@ def test_discriminator_accuracy():
     # soft (3D-CGAN): (mean real 0.65 + (1 - mean fake 0.4)) / 2 = 0.625
     assert discriminator_accuracy(torch.tensor([0.9, 0.4]), torch.tensor([0.1, 0.7])) == pytest.approx(0.625)
     assert discriminator_accuracy(torch.tensor([2.0, 1.0]), torch.tensor([-1.0, -3.0]), "logits", "hard") == 1.0
+
+
+def test_soft_jaccard_distance_hand_cases_and_binary_iou():
+    """1 − Σab / Σ(a + b − ab): hand values; on binary grids it is 1 − IoU (numpy set arithmetic as the oracle)."""
+    a = torch.tensor([[1.0, 1, 0, 0], [0.5, 0, 0, 0], [0, 0, 0, 0]])
+    b = torch.tensor([[1.0, 0, 1, 0], [0.5, 0, 0, 0], [0, 0, 0, 0]])
+    d = soft_jaccard_distance(a, b)
+    assert d.shape == (3,)
+    assert torch.allclose(d, torch.tensor([1 - 1 / 3, 1 - 0.25 / 0.75, 0.0]), atol=1e-5)  # empty pair: 0
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((5, 1, 8, 8, 8)) > 0.6, rng.random((5, 1, 8, 8, 8)) > 0.6
+    iou = (x & y).reshape(5, -1).sum(1) / (x | y).reshape(5, -1).sum(1)
+    got = soft_jaccard_distance(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+    assert np.allclose(got.numpy(), 1 - iou, atol=1e-6)
+    p = torch.rand(2, 1, 4, 4, 4, requires_grad=True)
+    soft_jaccard_distance(p, torch.rand(2, 1, 4, 4, 4)).sum().backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="one shape"):
+        soft_jaccard_distance(torch.zeros(2, 8), torch.zeros(2, 9))

@@ -99,6 +99,26 @@ def hybrid_loss(output: torch.Tensor, target: float, name: str = "bce", output_k
     return 0.4 * bce + 0.3 * F.l1_loss(p, t) + 0.3 * (with_logits + F.mse_loss(sig_p, t))
 
 
+def soft_jaccard_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """1 − soft IoU of two occupancy grids, per sample: 1 − Σ ab / Σ (a + b − ab).
+
+    On binary grids this is 1 − IoU, the mismatch the AAD metric averages (:func:`voxhelpers.metrics.aad`), so
+    it is a differentiable stand-in for 1 − AVAR. Used by the cGAN's optional consistency term.
+
+    Args:
+        a, b: occupancy probabilities (B, ...) in [0, 1], same shape.
+        eps: keeps two empty grids at distance 0.
+
+    Returns:
+        (B,) distances in [0, 1].
+    """
+    if a.shape != b.shape or a.ndim < 2:
+        raise ValueError(f"a and b must be (B, ...) of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = a.float().flatten(1), b.float().flatten(1)
+    inter = (a * b).sum(1)
+    return 1.0 - (inter + eps) / (a.sum(1) + b.sum(1) - inter + eps)
+
+
 def discriminator_accuracy(real_out: torch.Tensor, fake_out: torch.Tensor, output_kind: str = "probs",
                            mode: str = "soft") -> float:
     """Discriminator accuracy on one batch, as the D-step gate reads it.

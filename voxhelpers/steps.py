@@ -16,6 +16,7 @@ from .losses import (
     gradient_penalty,
     hybrid_loss,
     kl_divergence,
+    soft_jaccard_distance,
     wgan_critic_loss,
     wgan_generator_loss,
 )
@@ -52,7 +53,7 @@ def sample_z(n: int, z_dim: int, generator: torch.Generator | None, device) -> t
 def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                     real: torch.Tensor, gate: dict, loss: str = "bce_bcewithlogits", variant: str = "seed",
                     d_acc_gate: float = 0.95, pairing: bool = True, generator: torch.Generator | None = None,
-                    pairing_steps: int = 1) -> dict[str, float]:
+                    pairing_steps: int = 1, consistency: float = 0.0) -> dict[str, float]:
     """One batch of the hybrid-loss conditional voxel GAN (seed 000, SPEC §1).
 
     For each condition c: a D step on real grids of condition c against G(z|c) — skipped when D's
@@ -63,7 +64,9 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
     axis) is judged by D as condition 0, which makes all conditions draw the same object (``pairing_steps`` times,
     each with a fresh z; the seed ran it once). D's parameters are frozen
     during the G and pairing steps (its weight gradients there were computed and discarded: the same updates, 9 %
-    fewer FLOPs), and a gated-off D step runs D without building a graph.
+    fewer FLOPs), and a gated-off D step runs D without building a graph. With ``consistency`` > 0 (not in the
+    seed) the pairing loss gains ``consistency`` × the mean soft Jaccard distance between the turned-back view of
+    each condition c ≥ 1 and that of condition 0 — a differentiable 1 − AVAR.
 
     Args:
         G, D: generator and discriminator (``D.output`` tells probabilities from logits).
@@ -76,15 +79,19 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
         pairing: run the pairing step.
         generator: torch.Generator for z.
         pairing_steps: pairing G updates per batch (≥ 1; the seed: 1).
+        consistency: weight of the consistency term in the pairing step (≥ 0; the seed: 0).
 
     Returns:
         ``loss_d`` and ``loss_g`` (means over conditions), ``loss_pair`` (mean over the pairing steps), ``acc_d``
-        (mean over conditions), ``d_steps`` (D updates made).
+        (mean over conditions), ``d_steps`` (D updates made); with ``consistency`` > 0 also ``loss_consistency``
+        (the soft Jaccard distance, unweighted, mean over the pairing steps).
     """
     if real.ndim != 6 or real.shape[2] != 1:
         raise ValueError(f"real must be (B, C, 1, D, H, W), got {tuple(real.shape)}")
     if pairing_steps < 1:
         raise ValueError(f"pairing_steps must be >= 1 (switch the step off with pairing=False), got {pairing_steps}")
+    if not consistency >= 0:
+        raise ValueError(f"consistency must be a weight >= 0, got {consistency}")
     B, C = real.shape[:2]
     train_d = gate.get("acc", 0.0) < d_acc_gate  # decided on the previous batch, for every condition
     device, kind, amp = real.device, D.output, autocast_for(real.device)
@@ -122,7 +129,7 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
     out["loss_pair"] = float("nan")
     if pairing and C > 1:
         # --- pairing step: all conditions of one z, turned back to condition 0, averaged, judged as c = 0
-        losses = []
+        losses, distances = [], []
         for _ in range(pairing_steps):
             z = sample_z(B, G.z_dim, generator, device)
             with frozen(D):
@@ -133,11 +140,17 @@ def voxel_cgan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, op
                     d_pair = D(paired.contiguous(memory_format=fmt),
                                torch.zeros(B, device=device, dtype=torch.long))
                 loss_pair = ell(d_pair, 1.0)
+                if consistency > 0:
+                    dist = torch.stack([soft_jaccard_distance(views[0], v).mean() for v in views[1:]]).mean()
+                    loss_pair = loss_pair + consistency * dist
+                    distances.append(float(dist.detach()))
                 opt_g.zero_grad(set_to_none=True)
                 loss_pair.backward()
             opt_g.step()
             losses.append(float(loss_pair.detach()))
         out["loss_pair"] = sum(losses) / len(losses)
+        if distances:
+            out["loss_consistency"] = sum(distances) / len(distances)
     return out
 
 

@@ -118,7 +118,8 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
         for i in range(0, len(data), cfg.batch_size):
             batch = data[order[i: i + cfg.batch_size][rank::world]].to(device, non_blocking=True)
             rows.append(voxel_cgan_step(G, D, opt_g, opt_d, batch, st.extra["gate"], cfg.loss, cfg.variant,
-                                        cfg.d_acc_gate, cfg.pairing, st.generator, cfg.pairing_steps))
+                                        cfg.d_acc_gate, cfg.pairing, st.generator, cfg.pairing_steps,
+                                        cfg.consistency))
             if world > 1:  # one gate decision and one set of BatchNorm statistics for all processes
                 st.extra["gate"]["acc"] = mean_over_processes(st.extra["gate"]["acc"])
                 sync_buffers(G, D)
@@ -202,6 +203,8 @@ def _add_voxel_cgan_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--ema", type=float, default=0.98, help="EMA decay of G's weights per batch (0: off, the seed)")
     q.add_argument("--pairing-steps", type=int, default=1, help="pairing G steps per batch (the seed: 1)")
+    q.add_argument("--consistency", type=float, default=0.0,
+                   help="weight of a soft-Jaccard term between the conditions' turned-back views (the seed: 0)")
     q.add_argument("--condition", default="scalar", choices=CONDITION_MODES,
                    help="how G and D see the condition: one scalar input (the seed) or one-hot")
     q.add_argument("--variant", default="seed", choices=("seed", "sound"),
@@ -216,7 +219,7 @@ def _main_voxel_cgan(args, profile: str) -> None:
         extra = {"variant": "sound", "output": "logits"} if args.variant == "sound" else {}
         cfg = voxel_cgan_config(profile, category=args.category, loss=loss, optimizer=args.optimizer,
                                 ema_decay=args.ema, seed=args.seed, pairing_steps=args.pairing_steps,
-                                condition=args.condition, **extra)
+                                condition=args.condition, consistency=args.consistency, **extra)
         run = Path(args.out) / cfg.category / loss
         G, _, history = train_voxel_cgan(cfg, run, args.device)
         if distributed_world()[0] != 0:
@@ -230,6 +233,8 @@ def _main_voxel_cgan(args, profile: str) -> None:
                        f"--seed {args.seed} --variant {args.variant} --out {args.out} --export {args.export}")
             if args.pairing_steps != 1:
                 command += f" --pairing-steps {args.pairing_steps}"
+            if args.consistency:
+                command += f" --consistency {args.consistency:g}"
             if args.condition != "scalar":
                 command += f" --condition {args.condition}"
             if args.evaluate:
