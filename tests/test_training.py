@@ -136,6 +136,22 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
         train_voxel_cgan(_tiny_cfg(epochs=2, loss="triple"), tmp_path, progress=False)
 
 
+def test_checkpoint_from_before_an_option_existed_resumes_at_its_default(tmp_path):
+    """A checkpoint written before an option was added (its config lacks the key) ran with the option's default:
+    it resumes; asking for another value of that option is refused, naming it."""
+    from voxhelpers.io import load_checkpoint, save_checkpoint
+
+    train_voxel_cgan(_tiny_cfg(epochs=1), tmp_path, progress=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    for key in ("consistency", "pairing_steps"):
+        del ckpt["config"][key]
+    save_checkpoint(tmp_path / "checkpoint.pt", ckpt)
+    _, _, history = train_voxel_cgan(_tiny_cfg(epochs=2), tmp_path, progress=False)
+    assert list(history["epoch"]) == [0, 1]
+    with pytest.raises(ValueError, match=r"belongs to another run.*\['consistency'\]"):
+        train_voxel_cgan(_tiny_cfg(epochs=3, consistency=1.0), tmp_path, progress=False)
+
+
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     lin = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(lin.parameters(), 0.1)

@@ -16,6 +16,7 @@ from .loop import (
     TrainState,
     add_run_arguments,
     average_gradients_before_step,
+    config_defaults,
     default_device,
     distributed_setup,
     distributed_world,
@@ -206,7 +207,8 @@ def train_iwgan(cfg, out_dir: str | Path | None = None, device=None, volumes: np
         average_gradients_before_step(opt)
     G_ema = copy.deepcopy(G).requires_grad_(False)  # the moving-average generator (shipped when ema_decay > 0)
     state = TrainState({"G": G, "D": D, "G_ema": G_ema}, {"G": opt_g, "D": opt_d}, generator,
-                       extra={"step": 0, "loss_g": float("nan")}, config=cfg.to_dict())
+                       extra={"step": 0, "loss_g": float("nan")}, config=cfg.to_dict(),
+                       config_defaults=config_defaults(cfg))
     data = torch.as_tensor(volumes)[:, None]  # (N, 1, 32, 32, 32) bool, kept on the CPU
     fixed_z = torch.randn(4, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None

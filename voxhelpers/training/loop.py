@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -171,6 +172,8 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # system state such as the D-accuracy gate
     config: dict = field(default_factory=dict)
+    #: each option's default: a checkpoint written before an option existed ran with its default (see config_defaults)
+    config_defaults: dict = field(default_factory=dict)
 
     def state_dict(self) -> dict:
         return {
@@ -186,9 +189,14 @@ class TrainState:
         }
 
     def load_state_dict(self, ckpt: dict, source: str = "checkpoint") -> None:
-        """Restore from :meth:`state_dict`; a checkpoint of another run (other models or config) is refused."""
+        """Restore from :meth:`state_dict`; a checkpoint of another run (other models or config) is refused.
+
+        Options missing from the checkpoint's config (added to the project after it was written) count as their
+        value in :attr:`config_defaults`.
+        """
         budget_keys = {"epochs", "sample_every"}  # a resumed run may extend its budget
-        old = {k: v for k, v in ckpt.get("config", {}).items() if k not in budget_keys}
+        stored = {**self.config_defaults, **ckpt.get("config", {})}
+        old = {k: v for k, v in stored.items() if k not in budget_keys}
         new = {k: v for k, v in self.config.items() if k not in budget_keys}
         missing = set(self.models) - set(ckpt.get("models", {}))
         if missing or old != new:
@@ -204,6 +212,11 @@ class TrainState:
         if torch.cuda.is_available() and ckpt["cuda_rng"]:
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         self.epoch, self.history, self.extra = ckpt["epoch"], list(ckpt["history"]), dict(ckpt["extra"])
+
+
+def config_defaults(cfg) -> dict:
+    """The default of every field of a config dataclass that has one (for :attr:`TrainState.config_defaults`)."""
+    return {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
 
 
 def fit(state: TrainState, run_epoch: Callable[[TrainState], dict], epochs: int, out_dir: str | Path | None = None,

@@ -23,6 +23,7 @@ from .loop import (
     TrainState,
     add_run_arguments,
     average_gradients_before_step,
+    config_defaults,
     default_device,
     distributed_setup,
     distributed_world,
@@ -130,7 +131,8 @@ def train_vae_iwgan(cfg: VAEIWGANConfig, out_dir: str | Path | None = None, devi
         average_gradients_before_step(opt)
     ema = copy.deepcopy(model).requires_grad_(False)
     state = TrainState({"model": model, "D": D, "ema": ema}, {"E": opt_e, "G": opt_g, "D": opt_d}, generator,
-                       extra={"step": 0, "loss_g": float("nan")}, config=cfg.to_dict())
+                       extra={"step": 0, "loss_g": float("nan")}, config=cfg.to_dict(),
+                       config_defaults=config_defaults(cfg))
     data = torch.as_tensor(volumes)[:, None]  # (N, 1, 32, 32, 32) bool on the CPU
     sheet_grids = (val if val is not None else volumes)[:4]
     sheet_img = render_voxels(torch.as_tensor(sheet_grids), 30.0, 20.0, cfg.image_size, up=up)

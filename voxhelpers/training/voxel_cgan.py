@@ -14,6 +14,7 @@ from ..config import VoxelCGANConfig, voxel_cgan_config
 from .loop import (
     TrainState,
     average_gradients_before_step,
+    config_defaults,
     default_device,
     distributed_setup,
     distributed_world,
@@ -105,7 +106,8 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
         average_gradients_before_step(opt)
     G_ema = copy.deepcopy(G).requires_grad_(False)  # the moving-average generator (shipped when ema_decay > 0)
     state = TrainState({"G": G, "D": D, "G_ema": G_ema}, {"G": opt_g, "D": opt_d}, generator,
-                       extra={"gate": {"acc": 0.0}}, config=cfg.to_dict())
+                       extra={"gate": {"acc": 0.0}}, config=cfg.to_dict(),
+                       config_defaults=config_defaults(cfg))
     data = torch.as_tensor(volumes, dtype=torch.float32)[:, :, None]  # (N, C, 1, D, H, W), kept on the CPU
     fixed_z = torch.randn(4, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
 
