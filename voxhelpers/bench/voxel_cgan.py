@@ -65,7 +65,8 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
                 # a new gate of zeros every call: the D steps always run
                 with fast_paths(fast):
                     return voxel_cgan_step(G, D, opt_g, opt_d, real, fresh_gate(), cfg.loss, cfg.variant,
-                                           cfg.d_acc_gate, cfg.pairing, gen, cfg.pairing_steps)
+                                           cfg.d_acc_gate, cfg.pairing, gen, cfg.pairing_steps,
+                                           cfg.consistency)
 
             return step
 
