@@ -82,6 +82,31 @@ def test_run_case_and_report_of_a_custom_case():
     assert len(row.strip("|").split("|")) == len(bench.COLUMNS)  # the pipe in the notes was escaped
 
 
+def test_run_case_pairs_each_call_with_a_probed_peak():
+    """With a probe, every timed call gets the peak probed right before it, and the paired ratio is the median of
+    the per-call ratios (a fake probe makes the expected value exact)."""
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(16, 64)
+    case = bench.BenchCase("toy_linear", lambda: (lambda: lin(x)), batch=16, samples=16, fmt="dense")
+    peaks = iter([1e-3, 2e-3, 4e-3])
+    kinds = []
+    r = bench.run_case(case, bench.GemmPeak(10.0, 20.0, 8, "cpu"), repeats=3, device="cpu",
+                       probe=lambda kind: kinds.append(kind) or next(peaks))
+    assert kinds == ["fp32"] * 3 and r.paired_peaks == [1e-3, 2e-3, 4e-3]
+    per_call = sorted(100 * 65_536 / t / 1e9 / p for t, p in zip(r.seconds, r.paired_peaks, strict=True))
+    assert r.pct_of_paired_peak == pytest.approx(per_call[1])
+    assert f"{per_call[1]:.1f} % (median" in r.notes
+    plain = bench.run_case(case, bench.GemmPeak(10.0, 20.0, 8, "cpu"), repeats=2, device="cpu")
+    assert plain.paired_peaks == [] and plain.pct_of_paired_peak is None and "probed" not in plain.notes
+
+
+def test_peak_probe_measures_a_plausible_gemm_rate():
+    probe = bench.PeakProbe(64, "cpu")
+    g = probe("fp32")
+    assert 0.01 < g < 1e5  # GFLOP/s of a 64³ product on any CPU
+    assert probe("bf16") > 0  # no bf16 operands on CPU: falls back to the fp32 probe
+
+
 def test_quick_cgan_iteration_runs_the_real_step():
     """Guards the case against API drift of ``voxel_cgan_step`` (tiny batch; channels-last row only)."""
     opts = bench.BenchOptions(torch.device("cpu"), quick=True)

@@ -4,7 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from voxhelpers.nets.layers import FEW, FastConv3d, FastConvTranspose3d, conv_transpose3d_k4s2p1, fast_paths
+from voxhelpers.nets.layers import (
+    FEW,
+    SMALL,
+    FastConv3d,
+    FastConvTranspose3d,
+    conv_transpose3d_k4s2p1,
+    fast_paths,
+)
 from voxhelpers.nets.voxel_gan import CGANDiscriminator, CGANGenerator
 
 CL = torch.channels_last_3d
@@ -22,13 +29,14 @@ def _compare(fast: nn.Module, parent_forward, x: torch.Tensor, tol: float = 1e-4
     g = torch.randn_like(y2)
     grads1 = torch.autograd.grad(y1, [x1, *fast.parameters()], g)
     grads2 = torch.autograd.grad(y2, [x2, *fast.parameters()], g)
-    for a, b, name in zip(grads1, grads2, ["input", "weight", "bias"], strict=True):
+    for a, b, name in zip(grads1, grads2, ["input", "weight", "bias"][: len(grads1)], strict=True):
         assert a.shape == b.shape, name
         assert (a - b).abs().max().item() <= tol * b.abs().max().item(), name
 
 
 @pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
-@pytest.mark.parametrize(("cin", "cout", "size"), [(8, 1, 4), (8, 2, 4), (5, 1, 3), (201, 16, 1), (6, 3, 1)])
+@pytest.mark.parametrize(("cin", "cout", "size"),
+                         [(8, 1, 4), (8, 2, 4), (5, 1, 3), (201, 16, 1), (6, 3, 1), (7, 5, SMALL)])
 def test_fast_conv_transpose_equals_parent(cin, cout, size, fmt):
     torch.manual_seed(cin + cout + size)
     m = FastConvTranspose3d(cin, cout, 4, 2, 1).to(memory_format=fmt)
@@ -37,7 +45,8 @@ def test_fast_conv_transpose_equals_parent(cin, cout, size, fmt):
 
 
 @pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
-@pytest.mark.parametrize(("cin", "cout", "size"), [(1, 4, 8), (2, 4, 8), (2, 3, 6), (16, 1, 2), (16, 5, 2), (4, 4, 4)])
+@pytest.mark.parametrize(("cin", "cout", "size"),
+                         [(1, 4, 8), (2, 4, 8), (2, 3, 6), (16, 1, 2), (16, 5, 2), (4, 4, 4), (7, 5, 2 * SMALL)])
 def test_fast_conv_equals_parent(cin, cout, size, fmt):
     torch.manual_seed(cin + cout + size)
     m = FastConv3d(cin, cout, 4, 2, 1).to(memory_format=fmt)
@@ -45,8 +54,19 @@ def test_fast_conv_equals_parent(cin, cout, size, fmt):
     _compare(m, nn.Conv3d.forward, x)
 
 
+@pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
+def test_small_grid_gemm_paths_without_bias(fmt):
+    """The 2³ ↔ 4³ channels-last GEMM paths with ``bias=False``, and a batch of one."""
+    torch.manual_seed(1)
+    up = FastConvTranspose3d(9, 6, 4, 2, 1, bias=False).to(memory_format=fmt)
+    down = FastConv3d(6, 9, 4, 2, 1, bias=False).to(memory_format=fmt)
+    for batch in (1, 4):
+        _compare(up, nn.ConvTranspose3d.forward, torch.randn(batch, 9, 2, 2, 2).contiguous(memory_format=fmt))
+        _compare(down, nn.Conv3d.forward, torch.randn(batch, 6, 4, 4, 4).contiguous(memory_format=fmt))
+
+
 def test_fast_paths_are_taken_and_others_fall_back(monkeypatch):
-    """The three fast paths really run for their shapes (the parent's forward is never called) and not otherwise."""
+    """The six fast paths really run for their shapes (the parent's forward is never called) and not otherwise."""
     calls = []
     for parent in (nn.ConvTranspose3d, nn.Conv3d):
         orig = parent.forward
@@ -56,17 +76,20 @@ def test_fast_paths_are_taken_and_others_fall_back(monkeypatch):
     FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 1, 1, 1))  # 1³ input
     FastConv3d(7, 3, 4, 2, 1)(torch.randn(2, 7, 2, 2, 2))  # 2³ → 1³
     FastConv3d(FEW, 3, 4, 2, 1)(torch.randn(2, FEW, 4, 4, 4))  # few inputs
+    FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, SMALL, SMALL, SMALL))  # 2³ → 4³
+    FastConv3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 2 * SMALL, 2 * SMALL, 2 * SMALL))  # 4³ → 2³
     assert calls == []
-    FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 3, 3, 3))  # a wide layer: the parent
+    FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 3, 3, 3))  # a wide layer on a larger grid: the parent
+    FastConv3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 8, 8, 8))
     FastConv3d(7, 3, 3, 1, 1)(torch.randn(2, 7, 4, 4, 4))  # another kernel: the parent
     FastConvTranspose3d(7, 1, 3, 2, 1)(torch.randn(2, 7, 4, 4, 4))
-    assert len(calls) == 3
+    assert len(calls) == 4
     with fast_paths(False):  # switched off: every shape runs the parent
         FastConvTranspose3d(7, 1, 4, 2, 1)(torch.randn(2, 7, 4, 4, 4))
         FastConv3d(7, 3, 4, 2, 1)(torch.randn(2, 7, 2, 2, 2))
-    assert len(calls) == 5
+    assert len(calls) == 6
     FastConv3d(7, 3, 4, 2, 1)(torch.randn(2, 7, 2, 2, 2))  # and back on after the block
-    assert len(calls) == 5
+    assert len(calls) == 6
 
 
 def test_networks_keep_their_parameters_and_state_dict():

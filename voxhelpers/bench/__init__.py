@@ -4,7 +4,9 @@ Every figure is a ratio taken in one run: the machine's fp32 GEMM peak is measur
 and the same product as a channels-last 1×1 convolution, which oneDNN runs on a different kernel), then each
 benchmark case is timed and its FLOPs — counted once with :class:`torch.utils.flop_counter.FlopCounterMode`,
 forward and backward of exactly what the case runs — are divided by its median time. Absolute timings drift
-between runs on shared machines; the ratios within one run do not.
+between runs on shared machines, and so does the peak within one run: each timed call is therefore also paired with
+a quick GEMM probe taken right before it (:class:`PeakProbe`), and the notes give the median of those per-call
+ratios, the figure least moved by drift.
 
 Cases live in a registry, :data:`CASES` (name → builder); each system adds its own with :func:`register_case`, in
 one module per system: :mod:`voxhelpers.bench.voxel_cgan`, :mod:`voxhelpers.bench.iwgan`.
@@ -42,6 +44,7 @@ __all__ = [
     "BenchReport",
     "CaseResult",
     "GemmPeak",
+    "PeakProbe",
     "count_flops",
     "cpu_model",
     "format_markdown",
@@ -278,6 +281,45 @@ def measure_gemm_peak(n: int = GEMM_N, repeats: int = 5, device=None, warmup: in
     return GemmPeak(flops / t_mm / 1e9, flops / t_conv / 1e9, n, str(device), "float32", extra)
 
 
+class PeakProbe:
+    """A quick GEMM peak taken right before each timed call, so every call has a peak from the same moment.
+
+    The machine drifts (±20 % over minutes on a shared host): a case timed at a slow moment and compared with a
+    peak measured minutes earlier at a fast one reads low, and the reverse reads high. Each probe is the best of
+    two products of each kind on operands made once (:func:`gemm_operands`, side ``n``): for ``"fp32"`` the larger
+    of ``torch.mm`` and the channels-last 1×1 convolution (as :func:`measure_gemm_peak`), for ``"bf16"`` a bf16
+    ``torch.mm`` (CUDA).
+
+    Shapes:
+        ``probe(kind)`` → GFLOP/s (float).
+    """
+
+    def __init__(self, n: int = GEMM_N, device=None):
+        self.n, self.device = n, _default_device(device)
+        self.ops = gemm_operands(n, self.device)
+        if self.device.type == "cuda":
+            self.ops["a16"], self.ops["b16"] = self.ops["a"].bfloat16(), self.ops["b"].bfloat16()
+
+    def __call__(self, kind: str = "fp32") -> float:
+        import torch.nn.functional as F
+
+        ops, flops = self.ops, 2.0 * self.n ** 3
+        with torch.no_grad():
+            if kind == "bf16" and "a16" in ops:
+                return flops / min(time_calls(lambda: torch.mm(ops["a16"], ops["b16"]), 2, 0, self.device)) / 1e9
+            cuda = self.device.type == "cuda"
+            saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) if cuda else None
+            try:
+                if cuda:
+                    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+                t = min(min(time_calls(lambda: torch.mm(ops["a"], ops["b"]), 2, 0, self.device)),
+                        min(time_calls(lambda: F.conv2d(ops["x"], ops["w"]), 2, 0, self.device)))
+            finally:
+                if saved is not None:
+                    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        return flops / t / 1e9
+
+
 # --------------------------------------------------------------------------------------------------
 # Cases and their registry
 # --------------------------------------------------------------------------------------------------
@@ -339,6 +381,8 @@ class CaseResult:
         rss_scope: ``"case"`` (the kernel's peak mark reset before the case) or ``"process"`` (``ru_maxrss``).
         samples: samples per call.
         peak_kind: which peak ``peak_gflops`` is (``"fp32"`` or ``"bf16"``, :meth:`GemmPeak.peak_for`).
+        paired_peaks: the GEMM peak (GFLOP/s) probed right before each timed call (:class:`PeakProbe`), in call
+            order; empty when not probed.
     """
 
     name: str
@@ -352,6 +396,7 @@ class CaseResult:
     samples: int
     notes: str = ""
     peak_kind: str = "fp32"
+    paired_peaks: list[float] = field(default_factory=list)
 
     @property
     def median_s(self) -> float:
@@ -371,6 +416,15 @@ class CaseResult:
     def pct_of_peak(self) -> float | None:
         g = self.gflops
         return None if g is None or not self.peak_gflops else 100.0 * g / self.peak_gflops
+
+    @property
+    def pct_of_paired_peak(self) -> float | None:
+        """Median over the timed calls of (the call's GFLOP/s) / (the peak probed right before it), in %; None
+        without FLOPs or probes."""
+        if self.flops is None or len(self.paired_peaks) != len(self.seconds):
+            return None
+        return statistics.median(100.0 * self.flops / t / 1e9 / p for t, p in zip(self.seconds, self.paired_peaks,
+                                                                                 strict=True))
 
 
 @dataclass
@@ -436,10 +490,12 @@ def _random_grids(shape: tuple[int, ...], seed: int, density: float = 0.15) -> t
 # --------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------
-def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None) -> CaseResult:
+def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None,
+             probe: PeakProbe | None = None) -> CaseResult:
     """Set a case up, count its FLOPs once (outside the timed loop), time it and record its peak RSS.
 
-    The FLOP-counting call doubles as the first warm-up call; ``case.warmup`` more follow.
+    The FLOP-counting call doubles as the first warm-up call; ``case.warmup`` more follow. With a ``probe`` (and
+    counted FLOPs) the GEMM peak is probed right before each timed call (:attr:`CaseResult.paired_peaks`).
     """
     device = _default_device(device)
     gc.collect()
@@ -451,7 +507,16 @@ def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None) -> 
     if not case.count:
         fn()  # first call, untimed, as for counted cases
     cpu0, t0 = _cpu_busy_seconds(), time.perf_counter()
-    seconds = time_calls(fn, repeats, case.warmup, device)
+    paired: list[float] = []
+    if probe is not None and flops is not None:
+        for _ in range(case.warmup):
+            fn()
+        seconds = []
+        for _ in range(repeats):
+            paired.append(probe(case.peak_kind))
+            seconds += time_calls(fn, 1, 0, device)
+    else:
+        seconds = time_calls(fn, repeats, case.warmup, device)
     cpu1, wall = _cpu_busy_seconds(), time.perf_counter() - t0
     rss = _peak_rss_mb(per_case)
     notes = [case.notes] if case.notes else []
@@ -463,6 +528,10 @@ def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None) -> 
         notes.append(f"median of {len(seconds)}: {statistics.median(seconds):.3g} s (min {min(seconds):.3g})")
     else:
         notes.append(f"{seconds[0]:.3g} s")
+    if paired:
+        ratios = sorted(100.0 * flops / t / 1e9 / q for t, q in zip(seconds, paired, strict=True))
+        notes.append(f"against the GEMM peak probed right before each call: {statistics.median(ratios):.1f} % "
+                     f"(median; {ratios[0]:.1f}–{ratios[-1]:.1f}; probes {min(paired):.0f}–{max(paired):.0f} GFLOP/s)")
     if device.type == "cuda":
         notes.append(f"GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB")
     if case.derive is not None:
@@ -470,7 +539,7 @@ def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None) -> 
     del fn
     gc.collect()
     return CaseResult(case.name, case.fmt, case.batch, seconds, flops, peak.peak_for(case.peak_kind), rss,
-                      "case" if per_case else "process", case.samples, "; ".join(notes), case.peak_kind)
+                      "case" if per_case else "process", case.samples, "; ".join(notes), case.peak_kind, paired)
 
 
 def run_benchmarks(names: Sequence[str] | None = None, repeats: int = 3, quick: bool = False, device=None,
@@ -509,11 +578,12 @@ def run_benchmarks(names: Sequence[str] | None = None, repeats: int = 3, quick: 
     peak = measure_gemm_peak(n, gemm_repeats, device, warmup=1 if quick else 2)
     say(f"  mm {peak.mm_gflops:.1f}, conv {peak.conv_gflops:.1f} GFLOP/s")
     opts = BenchOptions(device, quick)
+    probe = PeakProbe(n, device)
     results = []
     for name in names:
         for case in CASES[name](opts):
             say(f"{case.name} [{case.fmt}] ...")
-            results.append(run_case(case, peak, repeats, device))
+            results.append(run_case(case, peak, repeats, device, probe))
             r = results[-1]
             say(f"  {r.samples_per_s:.3g} samples/s, {_fmt(r.gflops, 1)} GFLOP/s, {_fmt(r.pct_of_peak, 1)} %")
     if not quick and results:
@@ -606,6 +676,8 @@ def format_markdown(report: BenchReport) -> str:
         "- samples/s and GFLOP/s from the median call" + (f" of {repeats} timed repeat(s)" if repeats else "")
         + "; FLOPs counted once by FlopCounterMode (matmul/conv forward + backward)",
         f"- peak RSS: {rss_note}",
+        "- paired ratio (notes): each timed call is preceded by a quick GEMM probe (best of two `torch.mm` and two "
+        "channels-last 1×1 conv products of the same size); the median of the calls' ratios to their own probe",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * 5 + ["---"]) + "|",

@@ -6,7 +6,8 @@ CPU kernels (batch 80, 2 threads, measured here against a 2048³ GEMM):
 * a transposed convolution to **one output channel** (the generators' last layer, 32 → 1 channels, 16³ → 32³)
   ran at about 10 GFLOP/s, 3 % of the GEMM peak. Here it is one GEMM ``W (4³·C_out, C) · x (C, B·S³)``
   followed by a "fold" that adds each of the 4³ kernel taps into its place of the 2× larger grid (three
-  separable shift-adds); the backward is two GEMMs on a strided view of the padded gradient. 3× faster forward.
+  separable shift-adds); the backward is native (the adjoint convolutions, which oneDNN runs well). 3× faster
+  forward.
 * the **input gradient of a convolution from few channels** (the conditional discriminator's first layer, grid +
   condition plane = 2 channels) is the same kind of transposed convolution, and took 100 ms of the layer's
   110 ms backward: here it is the same GEMM + fold; the forward and weight gradient stay native.
@@ -14,6 +15,10 @@ CPU kernels (batch 80, 2 threads, measured here against a 2048³ GEMM):
   touches the kernel's central 2³ taps: it is one matrix product with them (the native backward took 45 ms).
 * a convolution from a **2³ input to 1³** (the conditional discriminator's last layer): the same, a matrix-vector
   product.
+* the **4³ ↔ 2³ layers** (the generators' 256 → 128 transposed convolution from 2³, the discriminator's 128 → 256
+  convolution to 2³) ran at about a third of the GEMM peak natively: here they are one GEMM on the channels-last
+  tensor — im2col of the 4³ side, a single strided view, for the convolution; col2im (64 strided adds) for the
+  transposed one — and two GEMMs backward, 1.5× the native layer forward + backward.
 
 Each class subclasses its ``torch.nn`` layer: same parameters, same ``state_dict`` keys, same results to fp32
 rounding (the sums run in another order; tested against the parent's forward and all gradients), so existing
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["FEW", "FastConv3d", "FastConvTranspose3d", "conv_transpose3d_k4s2p1", "fast_paths"]
+__all__ = ["FEW", "SMALL", "FastConv3d", "FastConvTranspose3d", "conv_transpose3d_k4s2p1", "fast_paths"]
 
 _ENABLED = True
 
@@ -51,6 +56,8 @@ def fast_paths(enabled: bool = True):
 
 #: at most this many channels on the thin side of a layer take the GEMM + fold path
 FEW = 2
+#: side of the coarse grid (2 → 4 transposed, 4 → 2 convolution) whose layers take the channels-last GEMM path
+SMALL = 2
 _K4S2P1 = {"kernel_size": (4, 4, 4), "stride": (2, 2, 2), "padding": (1, 1, 1), "dilation": (1, 1, 1)}
 
 
@@ -93,18 +100,6 @@ def _fold_k4s2(cols: torch.Tensor) -> torch.Tensor:
     return a[:, 1:-1, 1:-1, 1:-1]
 
 
-def _unfold_k4s2(grad: torch.Tensor) -> torch.Tensor:
-    """The adjoint of :func:`_fold_k4s2`: (M, 2S, 2S, 2S) → (4·4·4·M, S³), tap (kd, kh, kw) of voxel (m, i, j, k).
-
-    Tap k of input position i reads position 2i + k of the grid padded by one: one strided view, then one copy.
-    """
-    M, S = grad.shape[0], grad.shape[-1] // 2
-    P = 2 * S + 2
-    g = F.pad(grad, (1, 1, 1, 1, 1, 1)).contiguous()  # (M, P, P, P)
-    view = g.as_strided((4, 4, 4, M, S, S, S), (P * P, P, 1, P ** 3, 2 * P * P, 2 * P, 2))
-    return view.reshape(64 * M, S ** 3)
-
-
 def _tap_major(weight: torch.Tensor) -> torch.Tensor:
     """A 4³ kernel (A, B, 4, 4, 4) as a (4³·B, A) matrix, row (tap, b)."""
     A, B = weight.shape[:2]
@@ -118,13 +113,6 @@ def _scatter_to_grid(cols: torch.Tensor, channels: int, batch: int, size: int) -
     return _fold_k4s2(cols).view(channels, batch, 2 * S, 2 * S, 2 * S).transpose(0, 1)
 
 
-def _gather_from_grid(grad: torch.Tensor) -> torch.Tensor:
-    """(B, C, 2S, 2S, 2S) → (4³·C, B·S³) tap columns, row (tap, c), by :func:`_unfold_k4s2`."""
-    B, C, P = grad.shape[:3]
-    g = _unfold_k4s2(grad.transpose(0, 1).reshape(C * B, P, P, P))  # (64·C·B, S³), rows (tap, c, b)
-    return g.view(64 * C, B * (P // 2) ** 3)
-
-
 def _cl_matrix(x: torch.Tensor) -> torch.Tensor:
     """(B, C, S, S, S) → (B·S³, C), a view when x is channels-last."""
     return x.permute(0, 2, 3, 4, 1).reshape(-1, x.shape[1])
@@ -136,7 +124,10 @@ def _from_cl_matrix(m: torch.Tensor, batch: int, size: int) -> torch.Tensor:
 
 
 class _ConvTransposeGemm(torch.autograd.Function):
-    """``conv_transpose3d(x, w, b, stride=2, padding=1)`` with a 4³ kernel as one GEMM + fold; backward two GEMMs."""
+    """``conv_transpose3d(x, w, b, stride=2, padding=1)`` with a 4³ kernel as one GEMM + fold. Backward native: the
+    input gradient of a transposed convolution is the convolution ``conv3d(grad, w, stride=2, padding=1)`` (few
+    input channels, which oneDNN runs well) and its weight gradient that convolution's weight gradient with ``x`` as
+    the output gradient."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -145,21 +136,20 @@ class _ConvTransposeGemm(torch.autograd.Function):
         out = _scatter_to_grid(torch.mm(w, xm.t()), cout, B, S)  # one GEMM, then the fold
         if bias is not None:
             out = out + bias.view(1, -1, 1, 1, 1)
-        ctx.save_for_backward(xm, w)
-        ctx.dims, ctx.has_bias = (B, S, weight.shape[0], cout), bias is not None
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
         return out.contiguous()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        xm, w = ctx.saved_tensors
-        B, S, cin, cout = ctx.dims
-        gcols = _gather_from_grid(grad)  # (4³·C_out, B·S³)
+        x, weight = ctx.saved_tensors
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _from_cl_matrix(torch.mm(gcols.t(), w), B, S)  # (B, C_in, S, S, S), channels-last
+            gx = F.conv3d(grad, weight, None, 2, 1)  # (B, C_in, S, S, S)
         if ctx.needs_input_grad[1]:
-            gw = torch.mm(gcols, xm).view(4, 4, 4, cout, cin).permute(4, 3, 0, 1, 2)  # (C_in, C_out, 4, 4, 4)
+            gw = torch.ops.aten.convolution_backward(x, grad, weight, None, [2] * 3, [1] * 3, [1] * 3, False,
+                                                     [0] * 3, 1, [False, True, False])[1]
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum((0, 2, 3, 4))
         return gx, gw, gb
@@ -192,6 +182,98 @@ class _ConvFewIn(torch.autograd.Function):
         return gx, gw, gb
 
 
+def _im2col_cl(x: torch.Tensor) -> torch.Tensor:
+    """Columns of a k=4, s=2, p=1 convolution on a channels-last grid: (B, C, 2S, 2S, 2S) → (B·S³, 4³·C).
+
+    Row (b, i, j, k), column (kd, kh, kw, c): the input padded by one at (2i + kd, 2j + kh, 2k + kw), channel c. One
+    strided view of the padded grid, then one copy.
+    """
+    B, C, N = x.shape[:3]
+    S, P = N // 2, N + 2
+    xp = F.pad(x.permute(0, 2, 3, 4, 1), (0, 0, 1, 1, 1, 1, 1, 1)).contiguous()  # (B, P, P, P, C)
+    strides = (P ** 3 * C, 2 * P * P * C, 2 * P * C, 2 * C, P * P * C, P * C, C, 1)
+    return xp.as_strided((B, S, S, S, 4, 4, 4, C), strides).reshape(B * S ** 3, 64 * C)
+
+
+def _col2im_cl(cols: torch.Tensor, batch: int, channels: int, size: int) -> torch.Tensor:
+    """The adjoint of :func:`_im2col_cl`: (B·S³, 4³·C) columns added into their places, → (B, C, 2S, 2S, 2S)
+    channels-last. One strided add per kernel tap (no two voxels of one tap meet the same place)."""
+    B, C, S = batch, channels, size
+    P = 2 * S + 2
+    out = cols.new_zeros(B, P, P, P, C)
+    taps = cols.view(B, S, S, S, 4, 4, 4, C)
+    strides = (P ** 3 * C, 2 * P * P * C, 2 * P * C, 2 * C, 1)
+    for kd in range(4):
+        for kh in range(4):
+            for kw in range(4):
+                place = out.as_strided((B, S, S, S, C), strides, (kd * P * P + kh * P + kw) * C)
+                place.add_(taps[:, :, :, :, kd, kh, kw])
+    return out[:, 1:-1, 1:-1, 1:-1].permute(0, 4, 1, 2, 3)
+
+
+def _kernel_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """A 4³ kernel (A, B, 4, 4, 4) as a (4³·B, A) matrix, row (kd, kh, kw, b): the im2col columns' order."""
+    return weight.permute(2, 3, 4, 1, 0).reshape(64 * weight.shape[1], weight.shape[0])
+
+
+class _ConvIm2colGemm(torch.autograd.Function):
+    """``conv3d(x, w, b, stride=2, padding=1)`` with a 4³ kernel as im2col + one GEMM; backward two GEMMs + col2im."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        B, S = x.shape[0], x.shape[2] // 2
+        cols, w = _im2col_cl(x), _kernel_matrix(weight)  # (B·S³, 4³·C_in), (4³·C_in, C_out)
+        out = torch.mm(cols, w) if bias is None else torch.addmm(bias, cols, w)
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = bias is not None
+        return _from_cl_matrix(out, B, S)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, w = ctx.saved_tensors
+        B, cin, S = x.shape[0], x.shape[1], x.shape[2] // 2
+        g = _cl_matrix(grad)  # (B·S³, C_out)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _col2im_cl(torch.mm(g, w.t()), B, cin, S)
+        if ctx.needs_input_grad[1]:
+            gw = torch.mm(_im2col_cl(x).t(), g).view(4, 4, 4, cin, -1).permute(4, 3, 0, 1, 2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return gx, gw, gb
+
+
+class _ConvTransposeGemmCol2im(torch.autograd.Function):
+    """``conv_transpose3d(x, w, b, stride=2, padding=1)`` with a 4³ kernel as one GEMM + col2im (the adjoint of
+    :class:`_ConvIm2colGemm`); backward im2col + two GEMMs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        B, S, cout = x.shape[0], x.shape[2], weight.shape[1]
+        xm, w = _cl_matrix(x), _kernel_matrix(weight)  # (B·S³, C_in), (4³·C_out, C_in)
+        out = _col2im_cl(torch.mm(xm, w.t()), B, cout, S)  # (B, C_out, 2S, 2S, 2S), a cropped view
+        out = out + bias.view(1, -1, 1, 1, 1) if bias is not None else out.clone(memory_format=torch.channels_last_3d)
+        ctx.save_for_backward(xm, w)
+        ctx.dims, ctx.has_bias = (B, S), bias is not None
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        xm, w = ctx.saved_tensors
+        B, S = ctx.dims
+        gcols = _im2col_cl(grad)  # (B·S³, 4³·C_out)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _from_cl_matrix(torch.mm(gcols, w), B, S)
+        if ctx.needs_input_grad[1]:
+            gw = torch.mm(gcols.t(), xm).view(4, 4, 4, -1, xm.shape[1]).permute(4, 3, 0, 1, 2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum((0, 2, 3, 4))
+        return gx, gw, gb
+
+
 def conv_transpose3d_k4s2p1(x: torch.Tensor, weight: torch.Tensor,
                                     bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv_transpose3d(x, weight, bias, stride=2, padding=1)`` for a 4³ kernel with few output channels.
@@ -219,6 +301,7 @@ def conv_transpose3d_k4s2p1(x: torch.Tensor, weight: torch.Tensor,
 #: names of the fast paths, as :meth:`FastConvTranspose3d.fast_path` / :meth:`FastConv3d.fast_path` return them
 CENTRE_TAPS, GEMM_FOLD, GEMM_FOLD_INPUT_GRAD = ("central-taps matrix product", "GEMM + fold",
                                                 "native forward, GEMM + fold input gradient")
+GEMM_COL2IM, IM2COL_GEMM = "channels-last GEMM + col2im", "channels-last im2col + GEMM"
 
 
 def _centre_taps(weight: torch.Tensor) -> torch.Tensor:
@@ -232,6 +315,7 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
     * input 1³ → output 2³: ``out[b, o, d, h, w] = Σ_i x[b, i] · W[i, o, d+1, h+1, w+1] + bias[o]``, one matrix
       product with the central taps, returned channels-last;
     * few output channels (≤ :data:`FEW`): :func:`conv_transpose3d_k4s2p1` (one GEMM + fold).
+    * input 2³ (:data:`SMALL`) → output 4³: one GEMM + col2im on the channels-last tensor.
 
     Any other shape, device or setting runs the parent's ``forward``.
 
@@ -246,6 +330,8 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
                 return CENTRE_TAPS
             if self.out_channels <= FEW:
                 return GEMM_FOLD
+            if x.shape[2] == SMALL:
+                return GEMM_COL2IM
         return None
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
@@ -259,6 +345,8 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
             return out.permute(0, 4, 1, 2, 3)  # (B, C_out, 2, 2, 2), channels-last
         if path == GEMM_FOLD:
             return conv_transpose3d_k4s2p1(x, self.weight, self.bias)
+        if path == GEMM_COL2IM:
+            return _ConvTransposeGemmCol2im.apply(x, self.weight, self.bias)
         return super().forward(x, output_size)
 
 
@@ -269,6 +357,7 @@ class FastConv3d(nn.Conv3d):
       matrix product with the central taps (the others meet only padding);
     * few input channels (≤ :data:`FEW`): the native forward and weight gradient, the input gradient (a transposed
       convolution to few channels) as one GEMM + fold.
+    * input 4³ → output 2³ (:data:`SMALL`): im2col + one GEMM on the channels-last tensor.
 
     Shapes:
         forward(x (B, C_in, S, S, S)) → (B, C_out, S/2, S/2, S/2), as ``nn.Conv3d``.
@@ -282,6 +371,8 @@ class FastConv3d(nn.Conv3d):
                 return CENTRE_TAPS
             if self.in_channels <= FEW:
                 return GEMM_FOLD_INPUT_GRAD
+            if x.shape[2] == 2 * SMALL:
+                return IM2COL_GEMM
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -292,4 +383,6 @@ class FastConv3d(nn.Conv3d):
             return F.linear(x.reshape(B, cin * 8), w, self.bias).view(B, cout, 1, 1, 1)
         if path == GEMM_FOLD_INPUT_GRAD:
             return _ConvFewIn.apply(x, self.weight, self.bias)
+        if path == IM2COL_GEMM:
+            return _ConvIm2colGemm.apply(x, self.weight, self.bias)
         return super().forward(x)

@@ -46,7 +46,7 @@ class CGANGenerator(nn.Module):
     Five ``ConvTranspose3d(k=4, s=2, p=1)``: (200 + c) → 256 → 128 → 64 → 32 → 1 channels, spatial
     1 → 2 → 4 → 8 → 16 → 32; BatchNorm3d + ReLU after the first four, Sigmoid at the end. The layers are
     :class:`~voxhelpers.nets.layers.FastConvTranspose3d`: ``nn.ConvTranspose3d`` with exact CPU fast paths for the
-    first (1³ input) and last (one output channel) layer.
+    first (1³ input), second (2³ input) and last (one output channel) layer.
     6,049,185 parameters with the seed's scalar condition.
 
     Args:
@@ -86,7 +86,8 @@ class CGANDiscriminator(nn.Module):
 
     Five ``Conv3d(k=4, s=2, p=1)``: (1 + c) → 32 → 64 → 128 → 256 → 1, spatial 32 → 16 → 8 → 4 → 2 → 1;
     BatchNorm3d + LeakyReLU(0.2) on the first four; Sigmoid output (the seed) or raw logits. The layers are
-    :class:`~voxhelpers.nets.layers.FastConv3d`: ``nn.Conv3d`` with an exact CPU fast path for the last (2³ → 1³).
+    :class:`~voxhelpers.nets.layers.FastConv3d`: ``nn.Conv3d`` with exact CPU fast paths for the first (few input
+    channels), fourth (4³ → 2³) and last (2³ → 1³).
     2,774,433 parameters with the seed's scalar condition.
 
     Args:
@@ -180,7 +181,8 @@ class IWGANGenerator(nn.Module):
 
     ``Linear(z_dim → 256·2³)`` → reshape (B, 256, 2, 2, 2) → BatchNorm3d + ReLU (the original normalises the
     reshaped tensor per channel), then four ``ConvTranspose3d(k=4, s=2, p=1)`` 256 → 128 → 64 → 32 → 1,
-    spatial 2 → 4 → 8 → 16 → 32, BatchNorm3d + ReLU after the first three and tanh at the end.
+    spatial 2 → 4 → 8 → 16 → 32, BatchNorm3d + ReLU after the first three and tanh at the end (as
+    :class:`~voxhelpers.nets.layers.FastConvTranspose3d`, with CPU fast paths for the 2³ input and the last layer).
     3,167,393 parameters with the defaults (SPEC: ≈ 3.2 M). Map real {0, 1} targets with
     :func:`voxels_to_tanh` and outputs back with :func:`tanh_to_occupancy`.
 
@@ -207,7 +209,7 @@ class IWGANGenerator(nn.Module):
         self.bn0 = nn.BatchNorm3d(channels[0])
         layers: list[nn.Module] = []
         for in_ch, out_ch in zip(channels[:-1], channels[1:], strict=True):
-            layers += [nn.ConvTranspose3d(in_ch, out_ch, 4, 2, 1), nn.BatchNorm3d(out_ch), nn.ReLU(inplace=True)]
+            layers += [FastConvTranspose3d(in_ch, out_ch, 4, 2, 1), nn.BatchNorm3d(out_ch), nn.ReLU(inplace=True)]
         layers += [FastConvTranspose3d(channels[-1], 1, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
