@@ -324,7 +324,8 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
     """
 
     def fast_path(self, x: torch.Tensor, output_size: list[int] | None = None) -> str | None:
-        """The fast path ``forward(x)`` takes (:data:`CENTRE_TAPS` or :data:`GEMM_FOLD`), None for the parent's."""
+        """The fast path ``forward(x)`` takes (:data:`CENTRE_TAPS`, :data:`GEMM_FOLD` or :data:`GEMM_COL2IM`), None
+        for the parent's."""
         if _ENABLED and output_size is None and x.device.type == "cpu" and _cubic(x) and _is_k4s2p1(self):
             if x.shape[2] == 1:
                 return CENTRE_TAPS
@@ -364,8 +365,8 @@ class FastConv3d(nn.Conv3d):
     """
 
     def fast_path(self, x: torch.Tensor) -> str | None:
-        """The fast path ``forward(x)`` takes (:data:`CENTRE_TAPS` or :data:`GEMM_FOLD_INPUT_GRAD`), None for the
-        parent's."""
+        """The fast path ``forward(x)`` takes (:data:`CENTRE_TAPS`, :data:`GEMM_FOLD_INPUT_GRAD` or
+        :data:`IM2COL_GEMM`), None for the parent's."""
         if _ENABLED and x.device.type == "cpu" and _cubic(x) and x.shape[2] % 2 == 0 and _is_k4s2p1(self):
             if x.shape[2] == 2:
                 return CENTRE_TAPS
