@@ -243,7 +243,8 @@ def gemm_operands(n: int, device=None, dtype: torch.dtype = torch.float32, seed:
     return {"a": a, "b": b, "x": x, "w": w}
 
 
-def measure_gemm_peak(n: int = GEMM_N, repeats: int = 5, device=None, warmup: int = 2) -> GemmPeak:
+def measure_gemm_peak(n: int = GEMM_N, repeats: int = 5, device=None, warmup: int = 2,
+                      ops: dict[str, torch.Tensor] | None = None) -> GemmPeak:
     """Measure the fp32 GEMM peak: the best of ``repeats`` timed n×n×n products, as ``torch.mm`` and as a conv.
 
     On CUDA, TF32 is switched off for the measurement (true fp32) and a bf16 ``torch.mm`` is measured as well,
@@ -254,6 +255,7 @@ def measure_gemm_peak(n: int = GEMM_N, repeats: int = 5, device=None, warmup: in
         repeats: timed products per variant; the fastest counts.
         device: torch device (default: CUDA when present, else CPU).
         warmup: untimed products first.
+        ops: operands from :func:`gemm_operands` of side ``n`` on ``device`` (default: made here).
 
     Returns:
         a :class:`GemmPeak`.
@@ -262,7 +264,7 @@ def measure_gemm_peak(n: int = GEMM_N, repeats: int = 5, device=None, warmup: in
 
     device = _default_device(device)
     flops = 2.0 * n**3
-    ops = gemm_operands(n, device)
+    ops = gemm_operands(n, device) if ops is None else ops
     cuda = device.type == "cuda"
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) if cuda else None
     try:
@@ -285,39 +287,19 @@ class PeakProbe:
     """A quick GEMM peak taken right before each timed call, so every call has a peak from the same moment.
 
     The machine drifts (±20 % over minutes on a shared host): a case timed at a slow moment and compared with a
-    peak measured minutes earlier at a fast one reads low, and the reverse reads high. Each probe is the best of
-    two products of each kind on operands made once (:func:`gemm_operands`, side ``n``): for ``"fp32"`` the larger
-    of ``torch.mm`` and the channels-last 1×1 convolution (as :func:`measure_gemm_peak`), for ``"bf16"`` a bf16
-    ``torch.mm`` (CUDA).
+    peak measured minutes earlier at a fast one reads low, and the reverse reads high. Each probe is
+    :func:`measure_gemm_peak` with two timed products of each kind and no warm-up, on operands made once.
 
     Shapes:
-        ``probe(kind)`` → GFLOP/s (float).
+        ``probe(kind)`` → GFLOP/s (float): :meth:`GemmPeak.peak_for` ``kind``.
     """
 
     def __init__(self, n: int = GEMM_N, device=None):
         self.n, self.device = n, _default_device(device)
         self.ops = gemm_operands(n, self.device)
-        if self.device.type == "cuda":
-            self.ops["a16"], self.ops["b16"] = self.ops["a"].bfloat16(), self.ops["b"].bfloat16()
 
     def __call__(self, kind: str = "fp32") -> float:
-        import torch.nn.functional as F
-
-        ops, flops = self.ops, 2.0 * self.n ** 3
-        with torch.no_grad():
-            if kind == "bf16" and "a16" in ops:
-                return flops / min(time_calls(lambda: torch.mm(ops["a16"], ops["b16"]), 2, 0, self.device)) / 1e9
-            cuda = self.device.type == "cuda"
-            saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) if cuda else None
-            try:
-                if cuda:
-                    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-                t = min(min(time_calls(lambda: torch.mm(ops["a"], ops["b"]), 2, 0, self.device)),
-                        min(time_calls(lambda: F.conv2d(ops["x"], ops["w"]), 2, 0, self.device)))
-            finally:
-                if saved is not None:
-                    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-        return flops / t / 1e9
+        return measure_gemm_peak(self.n, 2, self.device, warmup=0, ops=self.ops).peak_for(kind)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,10 +403,14 @@ class CaseResult:
     def pct_of_paired_peak(self) -> float | None:
         """Median over the timed calls of (the call's GFLOP/s) / (the peak probed right before it), in %; None
         without FLOPs or probes."""
-        if self.flops is None or len(self.paired_peaks) != len(self.seconds):
+        if self.flops is None or not self.paired_peaks or len(self.paired_peaks) != len(self.seconds):
             return None
-        return statistics.median(100.0 * self.flops / t / 1e9 / p for t, p in zip(self.seconds, self.paired_peaks,
-                                                                                 strict=True))
+        return statistics.median(_paired_ratios(self.flops, self.seconds, self.paired_peaks))
+
+
+def _paired_ratios(flops: int, seconds: Sequence[float], peaks: Sequence[float]) -> list[float]:
+    """Each call's GFLOP/s as a % of the peak probed right before it, in call order."""
+    return [100.0 * flops / t / 1e9 / p for t, p in zip(seconds, peaks, strict=True)]
 
 
 @dataclass
@@ -529,7 +515,7 @@ def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None,
     else:
         notes.append(f"{seconds[0]:.3g} s")
     if paired:
-        ratios = sorted(100.0 * flops / t / 1e9 / q for t, q in zip(seconds, paired, strict=True))
+        ratios = sorted(_paired_ratios(flops, seconds, paired))
         notes.append(f"against the GEMM peak probed right before each call: {statistics.median(ratios):.1f} % "
                      f"(median; {ratios[0]:.1f}–{ratios[-1]:.1f}; probes {min(paired):.0f}–{max(paired):.0f} GFLOP/s)")
     if device.type == "cuda":

@@ -101,7 +101,7 @@ def _fold_k4s2(cols: torch.Tensor) -> torch.Tensor:
 
 
 def _tap_major(weight: torch.Tensor) -> torch.Tensor:
-    """A 4³ kernel (A, B, 4, 4, 4) as a (4³·B, A) matrix, row (tap, b)."""
+    """A 4³ kernel (A, B, 4, 4, 4) as a (4³·B, A) matrix, row (tap, b) — also the im2col columns' order."""
     A, B = weight.shape[:2]
     return weight.permute(2, 3, 4, 1, 0).reshape(64 * B, A)
 
@@ -211,18 +211,13 @@ def _col2im_cl(cols: torch.Tensor, batch: int, channels: int, size: int) -> torc
     return out[:, 1:-1, 1:-1, 1:-1].permute(0, 4, 1, 2, 3)
 
 
-def _kernel_matrix(weight: torch.Tensor) -> torch.Tensor:
-    """A 4³ kernel (A, B, 4, 4, 4) as a (4³·B, A) matrix, row (kd, kh, kw, b): the im2col columns' order."""
-    return weight.permute(2, 3, 4, 1, 0).reshape(64 * weight.shape[1], weight.shape[0])
-
-
 class _ConvIm2colGemm(torch.autograd.Function):
     """``conv3d(x, w, b, stride=2, padding=1)`` with a 4³ kernel as im2col + one GEMM; backward two GEMMs + col2im."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         B, S = x.shape[0], x.shape[2] // 2
-        cols, w = _im2col_cl(x), _kernel_matrix(weight)  # (B·S³, 4³·C_in), (4³·C_in, C_out)
+        cols, w = _im2col_cl(x), _tap_major(weight)  # (B·S³, 4³·C_in), (4³·C_in, C_out)
         out = torch.mm(cols, w) if bias is None else torch.addmm(bias, cols, w)
         ctx.save_for_backward(x, w)
         ctx.has_bias = bias is not None
@@ -251,7 +246,7 @@ class _ConvTransposeGemmCol2im(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         B, S, cout = x.shape[0], x.shape[2], weight.shape[1]
-        xm, w = _cl_matrix(x), _kernel_matrix(weight)  # (B·S³, C_in), (4³·C_out, C_in)
+        xm, w = _cl_matrix(x), _tap_major(weight)  # (B·S³, C_in), (4³·C_out, C_in)
         out = _col2im_cl(torch.mm(xm, w.t()), B, cout, S)  # (B, C_out, 2S, 2S, 2S), a cropped view
         out = out + bias.view(1, -1, 1, 1, 1) if bias is not None else out.clone(memory_format=torch.channels_last_3d)
         ctx.save_for_backward(xm, w)
