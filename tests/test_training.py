@@ -4,6 +4,7 @@ import json
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import run_two_processes
@@ -266,16 +267,32 @@ def test_retain_freed_memory_stops_the_page_faults_of_reallocation():
     assert last_round_faults("retain") < 2 * 10240
 
 
+def test_consistency_schedule():
+    """--consistency-start: no term for that fraction of the epochs, then a linear ramp over 10 % of them."""
+    from voxhelpers.training import consistency_weight
+
+    w = [consistency_weight(e, 100, 4.0, 0.5) for e in range(100)]
+    assert w[:51] == [0.0] * 51 and w[55] == pytest.approx(2.0) and w[60:] == [4.0] * 40
+    assert all(a <= b for a, b in zip(w[:-1], w[1:], strict=True))
+    assert {consistency_weight(e, 100, 4.0) for e in range(100)} == {4.0}  # start 0: the weight throughout
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="consistency_start must be a fraction"):
+            consistency_weight(0, 100, 4.0, bad)
+
+
 def test_cli_records_recipe_options_in_card(data_root, tmp_path):
     """--pairing-steps, --consistency and --condition reach the config, the card's command and the stored generator."""
     from voxhelpers.training import _main
 
     export = tmp_path / "m"
     _main(["voxel_cgan", "--category", "car", "--loss", "bce", "--profile", "smoke", "--pairing-steps", "2",
-           "--consistency", "0.5", "--condition", "onehot", "--out", str(tmp_path / "runs"), "--export", str(export)])
+           "--consistency", "0.5", "--consistency-start", "0.5", "--condition", "onehot",
+           "--out", str(tmp_path / "runs"), "--export", str(export)])
     card = json.loads((export / "bce.json").read_text())
     assert card["config"]["pairing_steps"] == 2 and card["config"]["condition"] == "onehot"
-    assert card["config"]["consistency"] == 0.5
-    assert card["command"].endswith("--pairing-steps 2 --consistency 0.5 --condition onehot")
+    assert card["config"]["consistency"] == 0.5 and card["config"]["consistency_start"] == 0.5
+    assert card["command"].endswith("--pairing-steps 2 --consistency 0.5 --consistency-start 0.5 --condition onehot")
+    history = pd.read_csv(tmp_path / "runs" / "car" / "bce" / "history.csv")  # smoke: 3 epochs, on from epoch 1.5
+    assert list(history["consistency_weight"]) == [0.0, 0.0, 0.5]
     G, _ = load_pretrained(export / "bce.safetensors")
     assert G.n_conditions == 2 and G.net[0].in_channels == G.z_dim + 2  # one-hot: one input per condition

@@ -102,6 +102,7 @@ class VoxelCGANConfig:
     pairing: bool = True  # the pairing G step that makes all conditions draw the same object
     pairing_steps: int = 1  # pairing G steps per batch (the seed: 1), each with its own z
     consistency: float = 0.0  # weight of a soft-Jaccard consistency term in the pairing step (the seed: 0)
+    consistency_start: float = 0.0  # fraction of the epochs before the term switches on (then a 10 % linear ramp)
     ema_decay: float = 0.98  # exponential moving average of G's weights per batch, the model we ship; 0 = off (seed)
     sample_every: int = 40  # sample sheet (and checkpoint) every k epochs
     n_train: int | None = None  # use only the first n shapes (None: all 80)

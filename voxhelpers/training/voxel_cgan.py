@@ -99,6 +99,7 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
     if volumes.ndim != 5 or volumes.shape[1] != cfg.n_conditions:
         raise ValueError(f"volumes must be (N, {cfg.n_conditions}, D, H, W), got {volumes.shape}")
     check_grids(volumes.reshape(-1, *volumes.shape[2:]), "volumes")
+    consistency_weight(0, cfg.epochs, cfg.consistency, cfg.consistency_start)  # refuses a bad schedule up front
     rank, world, device, generator = distributed_setup(device, cfg.seed)
     G, D = build_voxel_cgan(cfg, device)
     opt_g, opt_d = make_optimizer(cfg.optimizer, G, cfg.lr_g), make_optimizer(cfg.optimizer, D, cfg.lr_d)
@@ -116,17 +117,19 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
 
         G.train(), D.train()
         order = epoch_order(len(data), st.generator, world, cfg.seed, st.epoch)
+        weight = consistency_weight(st.epoch, cfg.epochs, cfg.consistency, cfg.consistency_start)
         rows = []
         for i in range(0, len(data), cfg.batch_size):
             batch = data[order[i: i + cfg.batch_size][rank::world]].to(device, non_blocking=True)
             rows.append(voxel_cgan_step(G, D, opt_g, opt_d, batch, st.extra["gate"], cfg.loss, cfg.variant,
                                         cfg.d_acc_gate, cfg.pairing, st.generator, cfg.pairing_steps,
-                                        cfg.consistency))
+                                        weight))
             if world > 1:  # one gate decision and one set of BatchNorm statistics for all processes
                 st.extra["gate"]["acc"] = mean_over_processes(st.extra["gate"]["acc"])
                 sync_buffers(G, D)
             update_ema(G_ema, G, cfg.ema_decay)
-        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        row = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        return {**row, "consistency_weight": weight} if cfg.consistency else row
 
     def on_epoch_end(st: TrainState, row: dict) -> None:
         e = st.epoch - 1
@@ -138,6 +141,20 @@ def train_voxel_cgan(cfg: VoxelCGANConfig, out_dir: str | Path | None = None, de
     history = fit(state, run_epoch, cfg.epochs, out_dir, checkpoint_every=cfg.sample_every, resume=resume,
                   on_epoch_end=on_epoch_end, progress=progress, desc=f"{cfg.category}/{cfg.loss}")
     return (G_ema if cfg.ema_decay > 0 else G), D, history
+
+
+def consistency_weight(epoch: int, epochs: int, weight: float, start: float = 0.0) -> float:
+    """The consistency term's weight in epoch ``epoch`` (0-based) of ``epochs``.
+
+    ``weight`` throughout when ``start`` is 0; otherwise 0 for the first ``start`` fraction of the epochs, then a
+    linear ramp to ``weight`` over the next 10 % of the epochs (so that G first learns to draw varied shapes, and
+    the term then makes the conditions agree), and ``weight`` after that.
+    """
+    if not 0.0 <= start < 1.0:
+        raise ValueError(f"consistency_start must be a fraction in [0, 1), got {start}")
+    if start == 0.0:
+        return float(weight)
+    return float(weight) * min(1.0, max(0.0, round((epoch / epochs - start) * 10, 9)))
 
 
 @torch.no_grad()
@@ -207,6 +224,8 @@ def _add_voxel_cgan_parser(sub) -> None:
     q.add_argument("--pairing-steps", type=int, default=1, help="pairing G steps per batch (the seed: 1)")
     q.add_argument("--consistency", type=float, default=0.0,
                    help="weight of a soft-Jaccard term between the conditions' turned-back views (the seed: 0)")
+    q.add_argument("--consistency-start", type=float, default=0.0,
+                   help="fraction of the epochs before the consistency term switches on (then a 10 %% ramp)")
     q.add_argument("--condition", default="scalar", choices=CONDITION_MODES,
                    help="how G and D see the condition: one scalar input (the seed) or one-hot")
     q.add_argument("--variant", default="seed", choices=("seed", "sound"),
@@ -221,7 +240,8 @@ def _main_voxel_cgan(args, profile: str) -> None:
         extra = {"variant": "sound", "output": "logits"} if args.variant == "sound" else {}
         cfg = voxel_cgan_config(profile, category=args.category, loss=loss, optimizer=args.optimizer,
                                 ema_decay=args.ema, seed=args.seed, pairing_steps=args.pairing_steps,
-                                condition=args.condition, consistency=args.consistency, **extra)
+                                condition=args.condition, consistency=args.consistency,
+                                consistency_start=args.consistency_start, **extra)
         run = Path(args.out) / cfg.category / loss
         G, _, history = train_voxel_cgan(cfg, run, args.device)
         if distributed_world()[0] != 0:
@@ -237,6 +257,8 @@ def _main_voxel_cgan(args, profile: str) -> None:
                 command += f" --pairing-steps {args.pairing_steps}"
             if args.consistency:
                 command += f" --consistency {args.consistency:g}"
+            if args.consistency_start:
+                command += f" --consistency-start {args.consistency_start:g}"
             if args.condition != "scalar":
                 command += f" --condition {args.condition}"
             if args.evaluate:
