@@ -64,8 +64,8 @@ from .voxel_cgan import (
 
 __all__ = [
     "CHECKPOINT_NAME", "TrainState", "average_gradients_before_step", "build_iwgan", "build_voxel_cgan",
-    "consistency_weight", "default_device", "describe_data",
-    "describe_iwgan_data", "distributed_world", "evaluate_pretrained_iwgan",
+    "consistency_weight", "default_device", "describe_data", "describe_iwgan_data", "distributed_world",
+    "evaluate_pretrained_iwgan",
     "evaluate_pretrained_voxel_cgan", "fit", "iwgan_data", "iwgan_split", "make_optimizer", "mean_over_processes",
     "retain_freed_memory",
     "save_iwgan_sheet", "save_sample_sheet", "seed_everything", "sync_buffers", "train_iwgan", "train_voxel_cgan",
