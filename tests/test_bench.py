@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from voxhelpers import bench
+from voxhelpers.nets import layers
 
 
 def test_gemm_peak_positive_finite_and_max_of_the_two():
@@ -61,8 +62,10 @@ def test_registry_has_the_cases_and_rejects_duplicates():
     assert {"voxel_cgan_iteration", "voxel_cgan_generator_fwd", "voxel_metrics_1000x80"} <= set(bench.CASES)
     opts = bench.BenchOptions(torch.device("cpu"), quick=True)
     rows = bench.CASES["voxel_cgan_iteration"](opts)  # builders are lazy: nothing is built until setup()
-    assert [r.fmt for r in rows] == ["channels_last_3d", "contiguous", "channels_last_3d"]
+    assert [r.fmt for r in rows] == ["channels_last_3d", "contiguous", "channels_last_3d", "channels_last_3d"]
     assert "fast_paths(False)" in rows[2].notes and "fast_paths" not in rows[0].notes
+    other = next(b for b in layers.GEMM_BACKENDS if b != layers.GEMM_BACKEND)  # the backend this CPU does not pick
+    assert f"gemm_backend({other!r})" in rows[3].notes and "gemm_backend" not in rows[2].notes
     with pytest.raises(ValueError, match="already registered"):
         bench.register_case("voxel_cgan_iteration")(lambda o: [])
 
@@ -145,12 +148,15 @@ def test_main_rejects_an_unknown_case(tmp_path):
 
 
 def test_ratio_lines_pair_the_right_rows():
-    """channels-last against contiguous uses the fast row, and the plain-layers row gets its own ratio line."""
+    """channels-last against contiguous uses the fast row; the plain-layers and other-GEMM rows get their own lines."""
     def row(fmt, seconds, notes=""):
         return bench.CaseResult("it", fmt, 8, [seconds], 10**9, 100.0, 1.0, "case", 8, notes)
 
     lines = bench._format_ratios([row("channels_last_3d", 2.0), row("contiguous", 3.0),
-                                  row("channels_last_3d", 5.0, "x; plain torch.nn layers (fast_paths(False))")])
+                                  row("channels_last_3d", 5.0, "x; plain torch.nn layers (fast_paths(False))"),
+                                  row("channels_last_3d", 2.5, "x; GEMMs on the other backend (gemm_backend('mkl'))")])
     assert lines == ["- `it`: channels_last_3d is 1.50× the speed of contiguous (same run)",
                      "- `it` [channels_last_3d]: the layers' CPU fast paths are 2.50× the speed of plain torch.nn "
-                     "layers (same run)"]
+                     "layers (same run)",
+                     f"- `it` [channels_last_3d]: the fast paths' GEMMs on {layers.GEMM_BACKEND} are 1.25× the speed "
+                     "of the same on the other backend (same run)"]

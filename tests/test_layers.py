@@ -4,17 +4,28 @@ import pytest
 import torch
 from torch import nn
 
+from voxhelpers.nets import layers
 from voxhelpers.nets.layers import (
     FEW,
+    GEMM_BACKENDS,
     SMALL,
+    SPLIT_BIAS,
     FastConv3d,
     FastConvTranspose3d,
     conv_transpose3d_k4s2p1,
     fast_paths,
+    gemm_backend,
 )
 from voxhelpers.nets.voxel_gan import CGANDiscriminator, CGANGenerator
 
 CL = torch.channels_last_3d
+
+
+@pytest.fixture(params=GEMM_BACKENDS)
+def backend(request):
+    """Run a test on each GEMM backend (MKL's ``torch.mm`` and oneDNN's 1×1 convolution), whatever this CPU picks."""
+    with gemm_backend(request.param):
+        yield request.param
 
 
 def _compare(fast: nn.Module, parent_forward, x: torch.Tensor, tol: float = 1e-4) -> None:
@@ -36,8 +47,8 @@ def _compare(fast: nn.Module, parent_forward, x: torch.Tensor, tol: float = 1e-4
 
 @pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
 @pytest.mark.parametrize(("cin", "cout", "size"),
-                         [(8, 1, 4), (8, 2, 4), (5, 1, 3), (201, 16, 1), (6, 3, 1), (7, 5, SMALL)])
-def test_fast_conv_transpose_equals_parent(cin, cout, size, fmt):
+                         [(8, 1, 4), (8, 2, 4), (5, 1, 3), (201, 16, 1), (6, 3, 1), (7, 5, SMALL), (6, 4, 3)])
+def test_fast_conv_transpose_equals_parent(cin, cout, size, fmt, backend):
     torch.manual_seed(cin + cout + size)
     m = FastConvTranspose3d(cin, cout, 4, 2, 1).to(memory_format=fmt)
     x = torch.randn(3, cin, size, size, size).contiguous(memory_format=fmt)
@@ -47,7 +58,7 @@ def test_fast_conv_transpose_equals_parent(cin, cout, size, fmt):
 @pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
 @pytest.mark.parametrize(("cin", "cout", "size"),
                          [(1, 4, 8), (2, 4, 8), (2, 3, 6), (16, 1, 2), (16, 5, 2), (4, 4, 4), (7, 5, 2 * SMALL)])
-def test_fast_conv_equals_parent(cin, cout, size, fmt):
+def test_fast_conv_equals_parent(cin, cout, size, fmt, backend):
     torch.manual_seed(cin + cout + size)
     m = FastConv3d(cin, cout, 4, 2, 1).to(memory_format=fmt)
     x = torch.randn(3, cin, size, size, size).contiguous(memory_format=fmt)
@@ -55,7 +66,7 @@ def test_fast_conv_equals_parent(cin, cout, size, fmt):
 
 
 @pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
-def test_small_grid_gemm_paths_without_bias(fmt):
+def test_small_grid_gemm_paths_without_bias(fmt, backend):
     """The 2³ ↔ 4³ channels-last GEMM paths with ``bias=False``, and a batch of one."""
     torch.manual_seed(1)
     up = FastConvTranspose3d(9, 6, 4, 2, 1, bias=False).to(memory_format=fmt)
@@ -66,7 +77,8 @@ def test_small_grid_gemm_paths_without_bias(fmt):
 
 
 def test_fast_paths_are_taken_and_others_fall_back(monkeypatch):
-    """The six fast paths really run for their shapes (the parent's forward is never called) and not otherwise."""
+    """The seven fast paths really run for their shapes (the parent's forward is never called) and not otherwise; on
+    oneDNN the 2³ → 4³ transposed layer is oneDNN's own, with the bias gradient summed apart."""
     calls = []
     for parent in (nn.ConvTranspose3d, nn.Conv3d):
         orig = parent.forward
@@ -76,10 +88,17 @@ def test_fast_paths_are_taken_and_others_fall_back(monkeypatch):
     FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 1, 1, 1))  # 1³ input
     FastConv3d(7, 3, 4, 2, 1)(torch.randn(2, 7, 2, 2, 2))  # 2³ → 1³
     FastConv3d(FEW, 3, 4, 2, 1)(torch.randn(2, FEW, 4, 4, 4))  # few inputs
-    FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, SMALL, SMALL, SMALL))  # 2³ → 4³
+    with gemm_backend("mkl"):
+        FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, SMALL, SMALL, SMALL))  # 2³ → 4³
     FastConv3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 2 * SMALL, 2 * SMALL, 2 * SMALL))  # 4³ → 2³
     assert calls == []
-    FastConvTranspose3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 3, 3, 3))  # a wide layer on a larger grid: the parent
+    wide = FastConvTranspose3d(7, 9, 4, 2, 1)  # a wide transposed layer on a larger grid: native, the bias gradient
+    assert wide.fast_path(torch.randn(2, 7, 3, 3, 3)) == SPLIT_BIAS  # summed apart
+    wide(torch.randn(2, 7, 3, 3, 3))
+    with gemm_backend("onednn"):  # the 2³ → 4³ layer too, on oneDNN
+        assert wide.fast_path(torch.randn(2, 7, SMALL, SMALL, SMALL)) == SPLIT_BIAS
+    assert calls == []
+    FastConvTranspose3d(7, 9, 4, 2, 1, bias=False)(torch.randn(2, 7, 3, 3, 3))  # no bias: the parent
     FastConv3d(7, 9, 4, 2, 1)(torch.randn(2, 7, 8, 8, 8))
     FastConv3d(7, 3, 3, 1, 1)(torch.randn(2, 7, 4, 4, 4))  # another kernel: the parent
     FastConvTranspose3d(7, 1, 3, 2, 1)(torch.randn(2, 7, 4, 4, 4))
@@ -90,6 +109,63 @@ def test_fast_paths_are_taken_and_others_fall_back(monkeypatch):
     assert len(calls) == 6
     FastConv3d(7, 3, 4, 2, 1)(torch.randn(2, 7, 2, 2, 2))  # and back on after the block
     assert len(calls) == 6
+
+
+def test_gemm_backends_compute_the_same_product():
+    """``_mm_nt`` (x · wᵀ + bias) on either backend equals a float64 reference, for views of any strides."""
+    torch.manual_seed(3)
+    x, w, b = torch.randn(37, 12), torch.randn(9, 12), torch.randn(9)
+    want = (x.double() @ w.double().t() + b.double()).float()
+    for name in GEMM_BACKENDS:
+        with gemm_backend(name):
+            assert layers.GEMM_BACKEND == name
+            got = layers._mm_nt(x, w, b)
+            assert got.shape == (37, 9) and got.is_contiguous()
+            torch.testing.assert_close(got, want)
+            torch.testing.assert_close(layers._mm_nt(x.t().contiguous().t(), w.t().contiguous().t()), want - b)
+    with pytest.raises(ValueError, match="GEMM backend must be one of"):
+        with gemm_backend("openblas"):
+            pass
+
+
+def test_discriminator_input_follows_its_layer_format():
+    """D builds its grid + condition input in its first layer's memory format; the result and x's gradient match."""
+    torch.manual_seed(4)
+    D = CGANDiscriminator()
+    x, c = torch.rand(3, 1, 32, 32, 32), torch.tensor([0, 1, 1])
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out1 = D(x1, c)
+    out2 = D.to(memory_format=CL)(x2, c)
+    torch.testing.assert_close(out1, out2)
+    out1.sum().backward()
+    out2.sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    assert x1.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])
+def test_extra_channels_are_appended_and_get_no_gradient(fmt, backend):
+    """``FastConv3d(x, extra=planes)`` equals the parent on ``cat([x, planes])`` — output, x's gradient, weight and
+    bias gradients — fast path on or off; wrong channel counts are refused."""
+    torch.manual_seed(5)
+    m = FastConv3d(2, 4, 4, 2, 1).to(memory_format=fmt)
+    x = torch.randn(3, 1, 8, 8, 8).contiguous(memory_format=fmt)
+    planes = torch.tensor([0.0, 1.0, 1.0])[:, None, None, None, None].expand(-1, 1, 8, 8, 8)
+    g = torch.randn(3, 4, 4, 4, 4)
+    results = []
+    for fast in (True, False):
+        with fast_paths(fast):
+            x1 = x.clone().requires_grad_()
+            out = m(x1, extra=planes)
+            results.append([out, *torch.autograd.grad(out, [x1, m.weight, m.bias], g)])
+    x2 = x.clone().requires_grad_()
+    out = nn.Conv3d.forward(m, torch.cat([x2, planes], 1))
+    want = [out, *torch.autograd.grad(out, [x2, m.weight, m.bias], g)]
+    for got in results:
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="must hold 2 channels"):
+        m(x, extra=torch.zeros(3, 2, 8, 8, 8))
 
 
 def test_networks_keep_their_parameters_and_state_dict():
@@ -103,7 +179,7 @@ def test_networks_keep_their_parameters_and_state_dict():
     assert torch.allclose(fast(x), plain(x), atol=1e-5)
 
 
-def test_whole_generator_and_discriminator_match_plain_layers():
+def test_whole_generator_and_discriminator_match_plain_layers(backend):
     """A G → D pass with its backward equals the same pass with torch.nn's own layer forwards."""
     torch.manual_seed(0)
     G, D = CGANGenerator().to(memory_format=CL), CGANDiscriminator().to(memory_format=CL)

@@ -177,14 +177,9 @@ def _cpu_busy_seconds() -> tuple[float, float] | None:
 
 def cpu_model() -> str:
     """The CPU's name from ``/proc/cpuinfo`` ("model name"), else :func:`platform.processor`."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    from ..nets.layers import cpuinfo
+
+    return cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -609,15 +604,24 @@ def _contention(report: BenchReport) -> str:
             f"machine){warn}; load average at the end {load}")
 
 
+def _gemm_backend() -> str:
+    from ..nets import layers
+
+    return layers.GEMM_BACKEND
+
+
 def _format_ratios(results: Sequence[CaseResult]) -> list[str]:
-    """Speed ratios within the run: channels-last-3d against contiguous format (the first row of each), and the
-    layers' fast paths against plain ``torch.nn`` layers (a row whose notes say ``fast_paths(False)``)."""
+    """Speed ratios within the run: channels-last-3d against contiguous format (the first row of each), the
+    layers' fast paths against plain ``torch.nn`` layers (a row whose notes say ``fast_paths(False)``), and their
+    GEMM backend against the other one (a row whose notes say ``gemm_backend(…)``)."""
     lines = []
     by_name: dict[str, dict[str, CaseResult]] = {}
-    plain = []
+    plain, other_gemm = [], []
     for r in results:
         if "fast_paths(False)" in r.notes:
             plain.append(r)
+        elif "gemm_backend(" in r.notes:
+            other_gemm.append(r)
         else:
             by_name.setdefault(r.name, {}).setdefault(r.fmt, r)
     for name, rows in by_name.items():
@@ -629,6 +633,11 @@ def _format_ratios(results: Sequence[CaseResult]) -> list[str]:
         if fast is not None:
             lines.append(f"- `{r.name}` [{r.fmt}]: the layers' CPU fast paths are {r.median_s / fast.median_s:.2f}× "
                          "the speed of plain torch.nn layers (same run)")
+    for r in other_gemm:
+        fast = by_name.get(r.name, {}).get(r.fmt)
+        if fast is not None:
+            lines.append(f"- `{r.name}` [{r.fmt}]: the fast paths' GEMMs on {_gemm_backend()} are "
+                         f"{r.median_s / fast.median_s:.2f}× the speed of the same on the other backend (same run)")
     return lines
 
 
@@ -649,6 +658,8 @@ def format_markdown(report: BenchReport) -> str:
         f"- torch {torch.__version__}, Python {platform.python_version()}, device: {dev}",
         f"- threads: {torch.get_num_threads()} (torch.get_num_threads), {os.cpu_count()} logical CPUs",
         f"- CPU: {cpu_model()}",
+        f"- GEMMs of the layers' CPU fast paths: {_gemm_backend()} (voxhelpers.nets.layers: MKL on Intel CPUs, "
+        "oneDNN elsewhere)",
         "- allocator: freed memory " + ("kept for reuse (voxhelpers.training.retain_freed_memory, as in training)"
                                         if report.memory_retained else "returned to the system (glibc default)"),
         f"- other processes: {_contention(report)}",

@@ -41,15 +41,17 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
     """One seed training iteration (gated D steps forced on, G steps, pairing step), batch 80, 2 conditions.
 
     ``voxel_cgan_step`` with RMSprop as in ``train_voxel_cgan``; the D-accuracy gate is reset to zero before every
-    call so both D steps always run. One row per memory format, and a third with the layers' CPU fast paths off
-    (:func:`voxhelpers.nets.layers.fast_paths`) to show what they bring in the same run. With 80 training shapes one
-    iteration is one epoch, so the channels-last row also projects the seed's 401-epoch run.
+    call so both D steps always run. One row per memory format, a third with the layers' CPU fast paths off
+    (:func:`voxhelpers.nets.layers.fast_paths`) and, on CPU, a fourth with their GEMMs on the backend this CPU does
+    not pick (:func:`voxhelpers.nets.layers.gemm_backend`), to show what each brings in the same run. With 80
+    training shapes one iteration is one epoch, so the channels-last row also projects the seed's 401-epoch run.
     """
     batch = 4 if opts.quick else 80
 
-    def make(fmt: str, fast: bool = True) -> Callable[[], Callable[[], object]]:
+    def make(fmt: str, fast: bool = True, backend: str | None = None) -> Callable[[], Callable[[], object]]:
         def setup() -> Callable[[], object]:
-            from ..nets.layers import fast_paths
+            from ..nets import layers
+            from ..nets.layers import fast_paths, gemm_backend
             from ..steps import voxel_cgan_step
 
             cfg, G, D = _voxel_cgan_models(opts, fmt)
@@ -61,9 +63,11 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
             gen = torch.Generator().manual_seed(opts.seed)
             fresh_gate = _gate_factory(voxel_cgan_step, cfg.n_conditions)
 
+            gemm = backend or layers.GEMM_BACKEND
+
             def step() -> dict:
                 # a new gate of zeros every call: the D steps always run
-                with fast_paths(fast):
+                with fast_paths(fast), gemm_backend(gemm):
                     return voxel_cgan_step(G, D, opt_g, opt_d, real, fresh_gate(), cfg.loss, cfg.variant,
                                            cfg.d_acc_gate, cfg.pairing, gen, cfg.pairing_steps,
                                            cfg.consistency)
@@ -81,7 +85,7 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
     peak_kind = "bf16" if opts.device.type == "cuda" else "fp32"
     amp = "; bf16 autocast" if opts.device.type == "cuda" else ""
     notes = "2 conditions, gate reset to 0: 2 D + 2 G + pairing step, RMSprop" + amp
-    return [
+    rows = [
         BenchCase("voxel_cgan_iteration", make("channels_last_3d"), batch, batch, "channels_last_3d",
                   peak_kind=peak_kind, notes=notes, derive=project),
         BenchCase("voxel_cgan_iteration", make("contiguous"), batch, batch, "contiguous", peak_kind=peak_kind,
@@ -89,6 +93,14 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
         BenchCase("voxel_cgan_iteration", make("channels_last_3d", fast=False), batch, batch, "channels_last_3d",
                   peak_kind=peak_kind, notes=notes + "; plain torch.nn layers (fast_paths(False))"),
     ]
+    if opts.device.type == "cpu":
+        from ..nets import layers
+
+        other = next(b for b in layers.GEMM_BACKENDS if b != layers.GEMM_BACKEND)
+        rows.append(BenchCase("voxel_cgan_iteration", make("channels_last_3d", backend=other), batch, batch,
+                              "channels_last_3d", peak_kind=peak_kind,
+                              notes=notes + f"; the fast paths' GEMMs on the other backend (gemm_backend({other!r}))"))
+    return rows
 
 
 @register_case("voxel_cgan_generator_fwd")
@@ -156,8 +168,16 @@ def _voxel_cgan_layers(opts: BenchOptions) -> list[BenchCase]:
     convs = [("G", m, 1 << i) for i, m in enumerate(ups)] + [("D", m, 32 >> i) for i, m in enumerate(downs)]
 
     def describe(net: str, m: torch.nn.Module, size: int) -> str:
+        from ..nets import layers
+
         out = size * 2 if isinstance(m, torch.nn.ConvTranspose3d) else size // 2
-        path = m.fast_path(torch.empty(1, m.in_channels, size, size, size)) or "native (oneDNN)"
+        path = m.fast_path(torch.empty(1, m.in_channels, size, size, size))
+        if path is None:
+            path = "native (oneDNN)"
+        elif path == layers.IM2COL_GEMM and layers.GEMM_BACKEND == "onednn":
+            path += " forward (GEMM on onednn), oneDNN's own backward"
+        elif path in (layers.GEMM_FOLD, layers.GEMM_FOLD_INPUT_GRAD, layers.GEMM_COL2IM, layers.IM2COL_GEMM):
+            path += f" (GEMMs on {layers.GEMM_BACKEND})"
         return f"{net} {type(m).__name__} {m.in_channels}→{m.out_channels}, {size}³→{out}³: {path}"
 
     def make(m: torch.nn.Module, size: int, first: bool) -> Callable[[], Callable[[], object]]:

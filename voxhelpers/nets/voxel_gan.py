@@ -121,7 +121,8 @@ class CGANDiscriminator(nn.Module):
         if code.shape[0] != x.shape[0]:
             raise ValueError(f"got {x.shape[0]} grids but {code.shape[0]} conditions")
         planes = code[:, :, None, None, None].expand(-1, -1, *x.shape[2:])  # (B, k, D, H, W)
-        logits = self.net(torch.cat([x, planes], dim=1)).reshape(x.shape[0])  # (B,)
+        # the first layer appends the planes to x itself, in its own memory format, and computes no gradient for them
+        logits = self.net[1:](self.net[0](x, extra=planes)).reshape(x.shape[0])  # (B,)
         return torch.sigmoid(logits) if self.output == "probs" else logits
 
 
