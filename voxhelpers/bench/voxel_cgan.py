@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -50,7 +51,6 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
 
     def make(fmt: str, fast: bool = True, backend: str | None = None) -> Callable[[], Callable[[], object]]:
         def setup() -> Callable[[], object]:
-            from ..nets import layers
             from ..nets.layers import fast_paths, gemm_backend
             from ..steps import voxel_cgan_step
 
@@ -63,11 +63,11 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
             gen = torch.Generator().manual_seed(opts.seed)
             fresh_gate = _gate_factory(voxel_cgan_step, cfg.n_conditions)
 
-            gemm = backend or layers.GEMM_BACKEND
+            on_backend = (lambda: gemm_backend(backend)) if backend else contextlib.nullcontext
 
             def step() -> dict:
                 # a new gate of zeros every call: the D steps always run
-                with fast_paths(fast), gemm_backend(gemm):
+                with fast_paths(fast), on_backend():
                     return voxel_cgan_step(G, D, opt_g, opt_d, real, fresh_gate(), cfg.loss, cfg.variant,
                                            cfg.d_acc_gate, cfg.pairing, gen, cfg.pairing_steps,
                                            cfg.consistency)

@@ -184,6 +184,15 @@ def _from_cl_matrix(m: torch.Tensor, batch: int, size: int) -> torch.Tensor:
     return m.view(batch, size, size, size, m.shape[1]).permute(0, 4, 1, 2, 3)
 
 
+def _backward_k4s2p1(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor, mask: list[bool],
+                     transposed: bool = False) -> tuple:
+    """oneDNN's backward of a k=4, s=2, p=1 (transposed) convolution: ``(input, weight, bias)`` gradients, each
+    ``None`` where ``mask`` is False (``mask[2]``: the bias gradient, as a sum over ``grad``)."""
+    bias_sizes = [grad.shape[1]] if mask[2] else None
+    return torch.ops.aten.convolution_backward(grad, inp, weight, bias_sizes, [2] * 3, [1] * 3, [1] * 3, transposed,
+                                               [0] * 3, 1, [bool(m) for m in mask])
+
+
 class _ConvTransposeGemm(torch.autograd.Function):
     """``conv_transpose3d(x, w, b, stride=2, padding=1)`` with a 4³ kernel as one GEMM + fold. Backward native: the
     input gradient of a transposed convolution is the convolution ``conv3d(grad, w, stride=2, padding=1)`` (few
@@ -208,8 +217,7 @@ class _ConvTransposeGemm(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = F.conv3d(grad, weight, None, 2, 1)  # (B, C_in, S, S, S)
         if ctx.needs_input_grad[1]:
-            gw = torch.ops.aten.convolution_backward(grad, x, weight, None, [2] * 3, [1] * 3, [1] * 3, True,
-                                                     [0] * 3, 1, [False, True, False])[1]
+            gw = _backward_k4s2p1(grad, x, weight, [False, True, False], transposed=True)[1]
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum((0, 2, 3, 4))
         return gx, gw, gb
@@ -254,9 +262,7 @@ class _ConvFewIn(torch.autograd.Function):
             gx = _scatter_to_grid(cols, k, B, S)
         if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
             mask = [False, bool(ctx.needs_input_grad[1]), bool(ctx.has_bias and ctx.needs_input_grad[2])]
-            _, gw, gb = torch.ops.aten.convolution_backward(grad, inp, weight, [weight.shape[0]] if ctx.has_bias
-                                                            else None, [2] * 3, [1] * 3, [1] * 3, False, [0] * 3, 1,
-                                                            mask)
+            _, gw, gb = _backward_k4s2p1(grad, inp, weight, mask)
         return gx, gw, gb, None
 
 
@@ -309,8 +315,7 @@ class _ConvIm2colGemm(torch.autograd.Function):
         need_b = ctx.has_bias and ctx.needs_input_grad[2]
         if GEMM_BACKEND == "onednn":
             mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), need_b]
-            return torch.ops.aten.convolution_backward(grad, x, weight, [weight.shape[0]] if ctx.has_bias else None,
-                                                       [2] * 3, [1] * 3, [1] * 3, False, [0] * 3, 1, mask)
+            return _backward_k4s2p1(grad, x, weight, mask)
         B, cin, S = x.shape[0], x.shape[1], x.shape[2] // 2
         g, w = _cl_matrix(grad), _tap_major(weight)  # (B·S³, C_out), (4³·C_in, C_out)
         gx = gw = gb = None
@@ -368,8 +373,7 @@ class _ConvTransposeSplitBias(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), False]
-        gx, gw, _ = torch.ops.aten.convolution_backward(grad, x, weight, None, [2] * 3, [1] * 3, [1] * 3, True,
-                                                        [0] * 3, 1, mask)
+        gx, gw, _ = _backward_k4s2p1(grad, x, weight, mask, transposed=True)
         return gx, gw, grad.sum((0, 2, 3, 4)) if ctx.needs_input_grad[2] else None
 
 
