@@ -6,6 +6,7 @@ Nothing here asserts a wall time: the machines running the tests are shared and 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -48,6 +49,23 @@ def test_count_flops_of_a_linear_layer():
     # forward + backward: dL/dx = g W (16×32)·(32×64) and dL/dW = g^T x (32×16)·(16×64), each as large as the
     # forward product, so 3 · 65,536 in all
     assert bench.count_flops(lambda: lin(x).sum().backward()) == 3 * 65_536
+
+
+def test_time_counted_ops_times_exactly_the_counted_ops():
+    """The ops timed apart are the ones count_flops counts: a linear layer's forward + backward is one addmm and two
+    mm (3 calls); element-wise work is not timed; their seconds fit inside the call's own wall time."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(16, 64, requires_grad=True)
+    t0 = time.perf_counter()
+    seconds, calls = bench.time_counted_ops(lambda: torch.tanh(lin(x)).sum().backward())
+    wall = time.perf_counter() - t0
+    assert calls == 3 and 0 < seconds < wall
+    y = torch.randn(256, 256)
+    assert bench.time_counted_ops(lambda: (y.exp() * 2).sum()) == (0.0, 0)
+    conv = torch.nn.Conv3d(2, 4, 3)
+    v = torch.randn(1, 2, 6, 6, 6)
+    assert bench.time_counted_ops(lambda: conv(v).sum().backward())[1] == 2  # convolution + convolution_backward
 
 
 def test_time_calls_counts_calls_and_rejects_bad_arguments():
@@ -118,6 +136,7 @@ def test_quick_cgan_iteration_runs_the_real_step():
     r = bench.run_case(case, bench.GemmPeak(1.0, 1.0, 8, "cpu"), repeats=1, device="cpu")
     assert r.fmt == "channels_last_3d" and r.batch == 4 and r.flops > 0 and r.samples_per_s > 0
     assert "401-epoch seed run" in r.notes
+    assert "matrix products and convolutions alone" in r.notes and "the other ops ≈" in r.notes
 
 
 def test_main_quick_writes_the_markdown_table(tmp_path, capsys):

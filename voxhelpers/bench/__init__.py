@@ -55,6 +55,7 @@ __all__ = [
     "run_benchmarks",
     "run_case",
     "time_calls",
+    "time_counted_ops",
     "write_atomic",
 ]
 
@@ -124,6 +125,34 @@ def count_flops(fn: Callable[[], object]) -> int:
     with counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def time_counted_ops(fn: Callable[[], object]) -> tuple[float, int]:
+    """Seconds one call of ``fn`` spends inside the ops :func:`count_flops` counts, and how many such calls it makes.
+
+    Each matrix product and convolution (forward and backward: the ops in FlopCounterMode's registry) is timed on
+    its own under a dispatch mode; everything else — normalisation, activations, copies, optimiser updates — runs
+    untimed. FLOPs / these seconds is the rate the call would reach were every other op free: the ceiling of its %
+    of the peak. CPU only (CUDA ops return before they finish). ``fn`` is really run once.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class _Timer(TorchDispatchMode):
+        seconds, calls = 0.0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket not in flop_registry:
+                return func(*args, **(kwargs or {}))
+            t0 = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+            return out
+
+    with _Timer() as timer:
+        fn()
+    return timer.seconds, timer.calls
 
 
 class _GlobalScope:
@@ -331,6 +360,9 @@ class BenchCase:
         notes: free text for the ``notes`` column.
         warmup: untimed calls before the timed ones (the FLOP-counting call comes first in any case).
         derive: optional ``f(seconds_per_call) -> str`` appended to the notes (e.g. a projected training time).
+        split: on CPU, time two more calls with their matrix products and convolutions timed apart
+            (:func:`time_counted_ops`) and add to the notes their seconds, their own % of the peak (the ceiling were
+            every other op free) and what the other ops take.
     """
 
     name: str
@@ -343,6 +375,7 @@ class BenchCase:
     notes: str = ""
     warmup: int = 1
     derive: Callable[[float], str] | None = None
+    split: bool = False
 
 
 @dataclass
@@ -500,6 +533,7 @@ def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None,
         seconds = time_calls(fn, repeats, case.warmup, device)
     cpu1, wall = _cpu_busy_seconds(), time.perf_counter() - t0
     rss = _peak_rss_mb(per_case)
+    split = min(time_counted_ops(fn) for _ in range(2)) if case.split and flops and device.type == "cpu" else None
     notes = [case.notes] if case.notes else []
     if cpu0 is not None and cpu1 is not None and wall > 0:
         other = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / (wall * (os.cpu_count() or 1))
@@ -513,6 +547,12 @@ def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None,
         ratios = sorted(_paired_ratios(flops, seconds, paired))
         notes.append(f"against the GEMM peak probed right before each call: {statistics.median(ratios):.1f} % "
                      f"(median; {ratios[0]:.1f}–{ratios[-1]:.1f}; probes {min(paired):.0f}–{max(paired):.0f} GFLOP/s)")
+    if split is not None:
+        gemm_s, median = split[0], statistics.median(seconds)
+        notes.append(f"its {split[1]} matrix products and convolutions alone (each timed apart, best of 2 more calls): "
+                     f"{gemm_s:.2f} s at {100 * flops / gemm_s / 1e9 / peak.peak_for(case.peak_kind):.1f} % of the "
+                     f"peak, the ceiling were every other op free; the other ops ≈ {max(0.0, median - gemm_s):.2f} s "
+                     f"({100 * max(0.0, median - gemm_s) / median:.0f} % of the median call)")
     if device.type == "cuda":
         notes.append(f"GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB")
     if case.derive is not None:

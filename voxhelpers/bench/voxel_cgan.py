@@ -45,7 +45,8 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
     call so both D steps always run. One row per memory format, a third with the layers' CPU fast paths off
     (:func:`voxhelpers.nets.layers.fast_paths`) and, on CPU, a fourth with their GEMMs on the backend this CPU does
     not pick (:func:`voxhelpers.nets.layers.gemm_backend`), to show what each brings in the same run. With 80
-    training shapes one iteration is one epoch, so the channels-last row also projects the seed's 401-epoch run.
+    training shapes one iteration is one epoch, so the channels-last row also projects the seed's 401-epoch run; it
+    also splits its time into the matrix products and convolutions and the rest (``BenchCase.split``).
     """
     batch = 4 if opts.quick else 80
 
@@ -87,7 +88,7 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
     notes = "2 conditions, gate reset to 0: 2 D + 2 G + pairing step, RMSprop" + amp
     rows = [
         BenchCase("voxel_cgan_iteration", make("channels_last_3d"), batch, batch, "channels_last_3d",
-                  peak_kind=peak_kind, notes=notes, derive=project),
+                  peak_kind=peak_kind, notes=notes, derive=project, split=True),
         BenchCase("voxel_cgan_iteration", make("contiguous"), batch, batch, "contiguous", peak_kind=peak_kind,
                   notes=notes),
         BenchCase("voxel_cgan_iteration", make("channels_last_3d", fast=False), batch, batch, "channels_last_3d",
