@@ -142,10 +142,11 @@ def time_counted_ops(fn: Callable[[], object]) -> tuple[float, int]:
         seconds, calls = 0.0, 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
             if func.overloadpacket not in flop_registry:
-                return func(*args, **(kwargs or {}))
+                return func(*args, **kwargs)
             t0 = time.perf_counter()
-            out = func(*args, **(kwargs or {}))
+            out = func(*args, **kwargs)
             self.seconds += time.perf_counter() - t0
             self.calls += 1
             return out
@@ -548,11 +549,12 @@ def run_case(case: BenchCase, peak: GemmPeak, repeats: int = 3, device=None,
         notes.append(f"against the GEMM peak probed right before each call: {statistics.median(ratios):.1f} % "
                      f"(median; {ratios[0]:.1f}–{ratios[-1]:.1f}; probes {min(paired):.0f}–{max(paired):.0f} GFLOP/s)")
     if split is not None:
-        gemm_s, median = split[0], statistics.median(seconds)
-        notes.append(f"its {split[1]} matrix products and convolutions alone (each timed apart, best of 2 more calls): "
+        (gemm_s, calls), median = split, statistics.median(seconds)
+        rest = max(0.0, median - gemm_s)
+        notes.append(f"its {calls} matrix products and convolutions alone (each timed apart, best of 2 more calls): "
                      f"{gemm_s:.2f} s at {100 * flops / gemm_s / 1e9 / peak.peak_for(case.peak_kind):.1f} % of the "
-                     f"peak, the ceiling were every other op free; the other ops ≈ {max(0.0, median - gemm_s):.2f} s "
-                     f"({100 * max(0.0, median - gemm_s) / median:.0f} % of the median call)")
+                     f"peak, the ceiling were every other op free; the other ops ≈ {rest:.2f} s "
+                     f"({100 * rest / median:.0f} % of the median call)")
     if device.type == "cuda":
         notes.append(f"GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB")
     if case.derive is not None:
