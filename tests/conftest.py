@@ -19,27 +19,44 @@ def real_data_root() -> Path | None:
     return SHARED_DATA if (SHARED_DATA / "synthevox3d").is_dir() else None
 
 
+def on_ci(environ=None) -> bool:
+    """Whether the tests run under continuous integration (``CI=true``, as GitHub Actions and most CI services set)."""
+    return (os.environ if environ is None else environ).get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_real_data(root: Path | None, environ=None) -> Path:
+    """``root`` when the real data is there; otherwise skip the test — or FAIL it under ``CI=true``, where a
+    missing data folder is a broken set-up, not a reason to pass with the real-data tests silently skipped."""
+    if root is not None:
+        return root
+    if on_ci(environ):
+        pytest.fail(f"CI=true but the real data is absent: set VOXHELPERS_DATA to the folder holding synthevox3d/ "
+                    f"and modelnet10/ (or provide {SHARED_DATA})", pytrace=False)
+    pytest.skip("real data (../shared/data) not present")
+
+
 @pytest.fixture
 def data_root(monkeypatch) -> Path:
-    """Point VOXHELPERS_DATA at the real data, or skip when it is absent (CI always has it)."""
-    root = real_data_root()
-    if root is None:
-        pytest.skip("real data (../shared/data) not present")
+    """Point VOXHELPERS_DATA at the real data; skip when it is absent, fail under CI=true (CI always has it)."""
+    root = require_real_data(real_data_root())
     monkeypatch.setenv("VOXHELPERS_DATA", str(root))
     return root
 
 
 def run_two_processes(worker: str, tmp_path) -> tuple[dict, dict]:
-    """Run ``tests/<worker>`` under torchrun with 2 CPU processes (gloo); return what each rank saved."""
+    """Run ``tests/<worker> <tmp_path> [args]`` under torchrun with 2 CPU processes (gloo); return what each rank
+    saved (``rank{r}.pt``: the G and D state dicts and the world size) after checking both hold the same weights.
+
+    ``worker`` may carry arguments after the file name (``"_ddp_worker.py iwgan"``).
+    """
     import subprocess
     import sys
-    from pathlib import Path
 
     import torch
 
-    script = Path(__file__).with_name(worker)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           str(tmp_path)]
+    script, *args = worker.split()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(Path(__file__).with_name(script)), str(tmp_path), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from voxhelpers import bench
-from voxhelpers.nets import layers
+from voxhelpers.bench import report
+from voxhelpers.nets import fast_conv3d
 
 
 def test_gemm_peak_positive_finite_and_max_of_the_two():
@@ -82,7 +83,8 @@ def test_registry_has_the_cases_and_rejects_duplicates():
     rows = bench.CASES["voxel_cgan_iteration"](opts)  # builders are lazy: nothing is built until setup()
     assert [r.fmt for r in rows] == ["channels_last_3d", "contiguous", "channels_last_3d", "channels_last_3d"]
     assert "fast_paths(False)" in rows[2].notes and "fast_paths" not in rows[0].notes
-    other = next(b for b in layers.GEMM_BACKENDS if b != layers.GEMM_BACKEND)  # the backend this CPU does not pick
+    # the backend this CPU does not pick
+    other = next(b for b in fast_conv3d.GEMM_BACKENDS if b != fast_conv3d.GEMM_BACKEND)
     assert f"gemm_backend({other!r})" in rows[3].notes and "gemm_backend" not in rows[2].notes
     with pytest.raises(ValueError, match="already registered"):
         bench.register_case("voxel_cgan_iteration")(lambda o: [])
@@ -129,7 +131,8 @@ def test_peak_probe_measures_a_plausible_gemm_rate():
 
 
 def test_quick_cgan_iteration_runs_the_real_step():
-    """Guards the case against API drift of ``voxel_cgan_step`` (tiny batch; channels-last row only)."""
+    """Guards the case against API drift of ``voxhelpers.systems.voxel_cgan.step`` (tiny batch; channels-last row
+    only)."""
     opts = bench.BenchOptions(torch.device("cpu"), quick=True)
     case = bench.CASES["voxel_cgan_iteration"](opts)[0]
     case.warmup = 0  # the FLOP-counting call already warmed it up
@@ -137,6 +140,27 @@ def test_quick_cgan_iteration_runs_the_real_step():
     assert r.fmt == "channels_last_3d" and r.batch == 4 and r.flops > 0 and r.samples_per_s > 0
     assert "401-epoch seed run" in r.notes
     assert "matrix products and convolutions alone" in r.notes and "the other ops ≈" in r.notes
+
+
+def test_quick_step_cases_make_the_updates_their_notes_name():
+    """Each step case calls its system's real step (guarding it against API drift) and every call makes the same
+    updates: the cGAN's gate is reset, so both D steps run on every call; the critic case's batch index is not a
+    multiple of n_critic (no generator update), the VAE case's is 0 (generator update), on every call."""
+    opts = bench.BenchOptions(torch.device("cpu"), quick=True)
+    cgan = bench.CASES["voxel_cgan_iteration"](opts)[0].setup()
+    outs = [cgan(), cgan()]
+    assert [o["d_steps"] for o in outs] == [2.0, 2.0] and all(math.isfinite(o["loss_pair"]) for o in outs)
+    critic = bench.CASES["iwgan_critic_step"](opts)[0].setup()
+    outs = [critic(), critic()]
+    assert [o["g_steps"] for o in outs] == [0.0, 0.0] and all(math.isnan(o["loss_g"]) for o in outs)
+    assert all(math.isfinite(o["loss_d"]) for o in outs)
+    vae = bench.CASES["vae_iwgan_step"](opts)[0].setup()
+    outs = [vae(), vae()]
+    assert [o["g_steps"] for o in outs] == [1.0, 1.0] and all(math.isfinite(o["loss_g"]) for o in outs)
+    generator_step = bench.CASES["iwgan_generator_step"](opts)[0].setup()
+    assert math.isfinite(generator_step())
+    views = bench.CASES["render_64x128"](opts)[0].setup()()
+    assert views.shape == (4, 3, 32, 32)  # quick: 4 shapes at 32²
 
 
 def test_main_quick_writes_the_markdown_table(tmp_path, capsys):
@@ -171,11 +195,11 @@ def test_ratio_lines_pair_the_right_rows():
     def row(fmt, seconds, notes=""):
         return bench.CaseResult("it", fmt, 8, [seconds], 10**9, 100.0, 1.0, "case", 8, notes)
 
-    lines = bench._format_ratios([row("channels_last_3d", 2.0), row("contiguous", 3.0),
-                                  row("channels_last_3d", 5.0, "x; plain torch.nn layers (fast_paths(False))"),
-                                  row("channels_last_3d", 2.5, "x; GEMMs on the other backend (gemm_backend('mkl'))")])
+    lines = report._format_ratios([row("channels_last_3d", 2.0), row("contiguous", 3.0),
+                                   row("channels_last_3d", 5.0, "x; plain torch.nn layers (fast_paths(False))"),
+                                   row("channels_last_3d", 2.5, "x; GEMMs on the other backend (gemm_backend('mkl'))")])
     assert lines == ["- `it`: channels_last_3d is 1.50× the speed of contiguous (same run)",
                      "- `it` [channels_last_3d]: the layers' CPU fast paths are 2.50× the speed of plain torch.nn "
                      "layers (same run)",
-                     f"- `it` [channels_last_3d]: the fast paths' GEMMs on {layers.GEMM_BACKEND} are 1.25× the speed "
-                     "of the same on the other backend (same run)"]
+                     f"- `it` [channels_last_3d]: the fast paths' GEMMs on {fast_conv3d.GEMM_BACKEND} are 1.25× the "
+                     "speed of the same on the other backend (same run)"]

@@ -7,18 +7,17 @@ import pytest
 import torch
 
 from voxhelpers.config import DatasetNotFoundError
-from voxhelpers.datasets import (
+from voxhelpers.data.io import load_array
+from voxhelpers.data.shapes import (
     SYNTHEVOX3D_CATEGORIES,
-    check_grids,
     load_modelnet10,
     load_synthevox3d,
     make_conditions,
     preprocess_synthevox3d,
     resolve_category,
 )
-from voxhelpers.io import load_array
-from voxhelpers.synthetic import procedural_shapes
-from voxhelpers.transforms import CONDITION_ROTATIONS, condition_rotation, rot180, rotate_spatial
+from voxhelpers.data.synthetic import procedural_shapes
+from voxhelpers.data.transforms import CONDITION_ROTATIONS, condition_rotation, rot180, rotate_spatial
 
 
 @pytest.mark.parametrize("synset", ["02691156", "02958343"])
@@ -122,19 +121,31 @@ def test_corrupt_and_truncated_files(tmp_path):
         load_array(obj)  # pickled objects are refused
 
 
-def test_check_grids_rejects_bad_grids():
-    with pytest.raises(ValueError, match=r"binary voxels"):
-        check_grids(np.full((1, 2, 2, 2), 0.5))
-    with pytest.raises(ValueError, match="NaN"):
-        check_grids(np.full((1, 2, 2, 2), np.nan))
-    with pytest.raises(ValueError, match=r"\(N, D, H, W\)"):
-        check_grids(np.zeros((2, 2, 2), bool))
-    with pytest.raises(ValueError, match=r"\(N, D, H, W\)"):
-        check_grids(np.zeros((0, 2, 2, 2), bool))
-
-
 def test_modelnet10_chairs(data_root):
     chairs = load_modelnet10("chair")
     assert chairs.ndim == 4 and chairs.shape[1:] == (32, 32, 32) and chairs.dtype == bool
     assert chairs.reshape(len(chairs), -1).any(axis=1).all()  # the empty sample 0 is dropped
     assert len(load_modelnet10("chair", drop_empty=False)) == len(chairs) + 1
+
+
+def test_data_root_fails_under_ci_when_the_data_is_absent(monkeypatch, tmp_path):
+    """Without the real data a test that needs it is skipped locally but FAILS under CI=true (CI always has the
+    data: a missing folder there is a broken set-up, not a pass with the real-data tests quietly skipped)."""
+    import conftest
+
+    monkeypatch.setenv("VOXHELPERS_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(conftest, "SHARED_DATA", tmp_path / "absent")  # a fake absent ../shared/data
+    assert conftest.real_data_root() is None
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="real data"):
+        conftest.require_real_data(conftest.real_data_root())
+    for value in ("true", "True", "1"):
+        monkeypatch.setenv("CI", value)
+        with pytest.raises(pytest.fail.Exception, match="CI=true but the real data is absent.*VOXHELPERS_DATA"):
+            conftest.require_real_data(conftest.real_data_root())
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        conftest.require_real_data(None)
+    (tmp_path / "nowhere" / "synthevox3d").mkdir(parents=True)  # present: the root is used, CI or not
+    monkeypatch.setenv("CI", "true")
+    assert conftest.require_real_data(conftest.real_data_root()) == tmp_path / "nowhere"

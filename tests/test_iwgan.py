@@ -1,25 +1,27 @@
 """3D-IWGAN (SPEC §2): networks, the tanh mapping, WGAN-GP losses on analytic critics, the KL term, one step."""
 
+import dataclasses
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from voxhelpers.io import load_weights, save_weights
+from voxhelpers.config import IWGANConfig, VAEIWGANConfig
+from voxhelpers.data.io import load_weights, save_weights
 from voxhelpers.losses import gradient_penalty, kl_divergence, wgan_critic_loss, wgan_generator_loss
 from voxhelpers.nets import (
-    DISCRIMINATORS,
-    GENERATORS,
+    VAEIWGAN,
     ImageEncoder,
     IWGANCritic,
     IWGANGenerator,
-    build_discriminator,
-    build_generator,
+    build_network,
     count_parameters,
 )
 from voxhelpers.nets.voxel_gan import reparameterize, tanh_to_occupancy, voxels_to_tanh
-from voxhelpers.steps import iwgan_step
+from voxhelpers.systems import get_system
+from voxhelpers.systems.iwgan import step as iwgan_step
 
 CASES = [
     ("generator", lambda: IWGANGenerator()),
@@ -76,9 +78,21 @@ def test_parameter_counts_and_registry():
     # encoder: convs 1,568 + 32,768 + 131,072 + 524,288 + 1,638,400; BN 128 + 256 + 512 + 800; heads 2·80,200
     assert count_parameters(ImageEncoder()) == 2_490_192
     assert count_parameters(ImageEncoder(image_size=256)) == 2_490_192  # global pooling: size-independent
-    assert GENERATORS["iwgan"] is IWGANGenerator and DISCRIMINATORS["iwgan"] is IWGANCritic
-    assert isinstance(build_generator("iwgan", z_dim=16), IWGANGenerator)
-    assert isinstance(build_discriminator("iwgan"), IWGANCritic)
+    # one place builds every network from its system's config
+    cfg = IWGANConfig(z_dim=16, g_channels=(8, 8, 4, 4), d_channels=(4, 4, 8, 8))
+    G, D = build_network("iwgan", "generator", cfg), build_network("iwgan", "discriminator", cfg)
+    assert isinstance(G, IWGANGenerator) and (G.z_dim, G.channels) == (16, (8, 8, 4, 4))
+    assert isinstance(D, IWGANCritic)
+    assert count_parameters(build_network("iwgan", "generator", IWGANConfig())) == 3_167_393  # paper widths
+    assert count_parameters(build_network("iwgan", "discriminator", IWGANConfig())) == 2_757_089
+    vae = VAEIWGANConfig(image_size=64, z_dim=16, g_channels=(8, 8, 4, 4))
+    assert isinstance(build_network("vae_iwgan", "generator", vae), VAEIWGAN)
+    assert isinstance(build_network("vae_iwgan", "discriminator", vae), IWGANCritic)
+    assert get_system("iwgan").step is iwgan_step
+    with pytest.raises(ValueError, match="unknown system 'gan3d'"):
+        build_network("gan3d", "generator", cfg)
+    with pytest.raises(ValueError, match="no 'encoder' network"):
+        build_network("iwgan", "encoder", cfg)
 
 
 def test_critic_has_no_batch_norm():
@@ -200,24 +214,34 @@ def test_bad_input_messages():
         IWGANGenerator(channels=(64, 32))
 
 
+CFG = IWGANConfig()  # the paper's λ = 10, n_critic = 5
+
+
 def _tiny():
     torch.manual_seed(0)
     G = IWGANGenerator(z_dim=8, channels=(8, 8, 4, 4))
     D = IWGANCritic(channels=(4, 4, 8, 8))
-    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    opts = {"G": torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.9)),
+            "D": torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.9))}
     real = (torch.rand(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.7).float()
-    return G, D, opt_g, opt_d, real
+    return {"G": G, "D": D}, opts, real
+
+
+def _state(step, generator=None):
+    """The run state a step reads: the batch index and the draw generator."""
+    return SimpleNamespace(generator=generator or torch.Generator().manual_seed(0), extra={}, epoch=0, step=step)
 
 
 def test_iwgan_step_updates_critic_every_batch_and_generator_every_fifth():
-    G, D, opt_g, opt_d, real = _tiny()
+    models, opts, real = _tiny()
+    G, D = models["G"], models["D"]
     g = torch.Generator().manual_seed(0)
     for step in (0, 1, 3, 5, 6):  # G moves at 0 and 5 only
         before_g = [p.detach().clone() for p in G.parameters()]
         before_d = [p.detach().clone() for p in D.parameters()]
-        out = iwgan_step(G, D, opt_g, opt_d, real, step, generator=g)
-        assert set(out) == {"loss_d", "loss_gp", "wasserstein", "loss_g"}
+        out = iwgan_step(models, opts, {"voxels": real}, CFG, _state(step, g))
+        assert set(out) == {"loss_d", "loss_gp", "wasserstein", "loss_g", "g_steps"}
+        assert out["g_steps"] == (1.0 if step % 5 == 0 else 0.0), step
         # every critic parameter moves except the output bias, whose gradient is identically 0: it cancels in
         # E[D(fake)] − E[D(real)] and does not enter ∇ₓD
         d_moved = {n: not torch.equal(a, p) for a, (n, p) in zip(before_d, D.named_parameters(), strict=True)}
@@ -233,21 +257,42 @@ def test_iwgan_step_updates_critic_every_batch_and_generator_every_fifth():
     assert all(p.requires_grad for p in D.parameters())  # D unfrozen after the G step
 
 
+def test_iwgan_step_reads_gp_weight_and_n_critic_from_the_config():
+    models, opts, real = _tiny()
+    # n_critic 2: the generator steps at batches 0, 2, 4; λ = 3: loss_d = −wasserstein + 3·loss_gp
+    cfg = dataclasses.replace(CFG, n_critic=2, gp_weight=3.0)
+    g = torch.Generator().manual_seed(0)
+    for step in (0, 1, 2, 3, 4):
+        out = iwgan_step(models, opts, {"voxels": real}, cfg, _state(step, g))
+        assert out["g_steps"] == (1.0 if step % 2 == 0 else 0.0) and math.isnan(out["loss_g"]) == bool(step % 2)
+        assert out["loss_d"] == pytest.approx(-out["wasserstein"] + 3 * out["loss_gp"], rel=1e-5, abs=1e-6)
+
+
 def test_iwgan_step_is_reproducible():
     outs = []
     for _ in range(2):
-        G, D, opt_g, opt_d, real = _tiny()
-        outs.append(iwgan_step(G, D, opt_g, opt_d, real, 0, generator=torch.Generator().manual_seed(5)))
+        models, opts, real = _tiny()
+        outs.append(iwgan_step(models, opts, {"voxels": real}, CFG, _state(0, torch.Generator().manual_seed(5))))
     assert outs[0] == outs[1]
+    # bool voxels (what VoxelDataset yields) are the same batch as float {0, 1}
+    models, opts, real = _tiny()
+    as_bool = iwgan_step(models, opts, {"voxels": real.bool()}, CFG, _state(0, torch.Generator().manual_seed(5)))
+    assert as_bool == outs[0]
 
 
 def test_iwgan_step_errors():
-    G, D, opt_g, opt_d, real = _tiny()
+    models, opts, real = _tiny()
     with pytest.raises(ValueError, match="binary"):
-        iwgan_step(G, D, opt_g, opt_d, real * 0.5, 0)
-    with pytest.raises(ValueError, match=r"real must be \(B, 1, 32, 32, 32\)"):
-        iwgan_step(G, D, opt_g, opt_d, real[:, 0], 0)
+        iwgan_step(models, opts, {"voxels": real * 0.5}, CFG, _state(0))
+    with pytest.raises(ValueError, match=r"batch\['voxels'\] must be \(B, 1, 32, 32, 32\)"):
+        iwgan_step(models, opts, {"voxels": real[:, 0]}, CFG, _state(0))
+    with pytest.raises(ValueError, match="state.step"):
+        iwgan_step(models, opts, {"voxels": real}, CFG, _state(-1))
+    # λ, n_critic are validated where they are set: the config
+    for bad in ({"gp_weight": -1.0}, {"n_critic": 0}):
+        with pytest.raises(ValueError, match="gp_weight|n_critic"):
+            IWGANConfig(**bad)
     with torch.no_grad():
-        D.fc.bias.fill_(float("nan"))
+        models["D"].fc.bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="NaN or inf"):
-        iwgan_step(G, D, opt_g, opt_d, real, 1)
+        iwgan_step(models, opts, {"voxels": real}, CFG, _state(1))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from voxhelpers import plots, viewers
-from voxhelpers.datasets import data_available, grid_up
+from voxhelpers.data.sources import data_available, grid_up
 from voxhelpers.inference import encode, generate_unconditional, interpolate_latents, make_sampler
 from voxhelpers.metrics import choose_threshold, voxel_set_metrics
 from voxhelpers.nets import VAEIWGAN, CGANGenerator, IWGANGenerator
@@ -387,7 +387,9 @@ def test_data_available_with_the_real_data(data_root):
     assert data_available("synthevox3d:airplane")
     assert data_available("modelnet10:chair") == (data_root / "modelnet10" / "chair.npy.gz").is_file()
     assert not data_available("modelnet10:table")
-    with pytest.raises(ValueError, match="unknown data source"):
+    # an unknown source: the one data-string resolver's message, listing the valid sources
+    sources = r"source in \('synthevox3d', 'modelnet10', 'procedural', 'npy'\).*'shapenet:chair'"
+    with pytest.raises(ValueError, match=sources):
         data_available("shapenet:chair")
 
 

@@ -7,30 +7,40 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_two_processes
 
-from voxhelpers import bench
-from voxhelpers.config import IWGAN_PROFILES, IWGANConfig, iwgan_config
+from voxhelpers import bench, cli
+from voxhelpers.config import IWGANConfig, iwgan_config
+from voxhelpers.data.grids import split_holdout, unique_grids
+from voxhelpers.data.synthetic import procedural_shapes
 from voxhelpers.inference import (
+    card_config,
     evaluate_iwgan,
     generate,
     generate_unconditional,
     load_pretrained,
-    network_kwargs,
     save_pretrained,
 )
-from voxhelpers.nets import IWGANGenerator
+from voxhelpers.nets import IWGANGenerator, build_network
 from voxhelpers.nets.voxel_gan import IWGANCritic
-from voxhelpers.synthetic import procedural_shapes
-from voxhelpers.training import _main, iwgan_data, iwgan_split, train_iwgan, unique_grids
+from voxhelpers.plots import SampleSheets
+from voxhelpers.systems import get_system
+from voxhelpers.systems.iwgan import shapes
+from voxhelpers.training import fit
 
 TINY = {"g_channels": (16, 8, 8, 4), "d_channels": (4, 8, 8, 16), "z_dim": 16}
+SYSTEM = get_system("iwgan")
 
 
 def _tiny_cfg(**kw):
     # 8 procedural chairs, 20 % held out → 6 train shapes, 2 held out; batch 4 → 2 batches (4 + 2) per epoch
     base = dict(data="procedural:chair", max_shapes=8, batch_size=4, epochs=3, sample_every=100, **TINY)
     return iwgan_config("smoke", **{**base, **kw})
+
+
+def _fit(cfg, out_dir):
+    """Train as the command line does: the one loop, with sample sheets in ``out_dir/samples`` when there is one."""
+    sheets = [SampleSheets(SYSTEM, cfg, SYSTEM.data(cfg), out_dir)] if out_dir is not None else []
+    return fit("iwgan", cfg, out_dir, device="cpu", progress=False, callbacks=sheets)
 
 
 def _keys(grids):
@@ -48,7 +58,7 @@ def test_config_defaults_profiles_and_errors():
     assert (smoke.epochs, smoke.batch_size, smoke.max_shapes) == (2, 8, 16)
     assert (iwgan_config("cpu").epochs, iwgan_config("cpu").batch_size) == (60, 64)
     assert (iwgan_config("full").epochs, iwgan_config("full").batch_size) == (1500, 256)
-    assert set(IWGAN_PROFILES) == {"smoke", "cpu", "full"}
+    assert set(IWGANConfig.PROFILES) == {"smoke", "cpu", "full"}
     assert iwgan_config("full", seed=3).seed == 3  # overrides win over the profile
     assert json.loads(json.dumps(cfg.to_dict()))["betas"] == [0.5, 0.9]  # a card can hold it
     with pytest.raises(ValueError, match=r"unknown IWGANConfig fields \['n_epochs'\]"):
@@ -63,20 +73,25 @@ def test_config_defaults_profiles_and_errors():
 
 def test_split_is_disjoint_reproducible_and_seeded():
     cfg = iwgan_config("smoke", data="procedural:car", max_shapes=20, holdout=0.25)
-    train, held = iwgan_data(cfg)
+    train, held = shapes(cfg)
     assert train.shape == (15, 32, 32, 32) and held.shape == (5, 32, 32, 32) and train.dtype == bool
     assert not _keys(train) & _keys(held)  # no shape in both
-    again = iwgan_data(cfg)
+    again = shapes(cfg)
     assert np.array_equal(again[0], train) and np.array_equal(again[1], held)
-    other = iwgan_data(iwgan_config("smoke", data="procedural:car", max_shapes=20, holdout=0.25, seed=1))
+    other = shapes(iwgan_config("smoke", data="procedural:car", max_shapes=20, holdout=0.25, seed=1))
     assert not np.array_equal(other[1], held)
     # every shape lands on exactly one side
     grids = procedural_shapes("car", 20)
-    tr, he = iwgan_split(grids, 0.25, 0)
+    tr, he = split_holdout(grids, 0.25, 0)
     assert _keys(tr) | _keys(he) == _keys(grids) and len(tr) + len(he) == 20
-    assert len(iwgan_split(grids, 0.0, 0)[1]) == 0
+    assert len(split_holdout(grids, 0.0, 0)[1]) == 0
     with pytest.raises(ValueError, match="at least 2"):
-        iwgan_split(grids[:1], 0.2, 0)
+        split_holdout(grids[:1], 0.2, 0)
+    # the system's data: the same split, the held-out part named "test", a card line saying what the data is
+    splits = SYSTEM.data(cfg)
+    assert np.array_equal(splits.train, train) and set(splits.held_out) == {"test"}
+    assert np.array_equal(splits.held_out["test"], held)
+    assert "not real data" in splits.description and "15 train / 5 held-out" in splits.description
 
 
 def test_duplicates_never_straddle_the_split():
@@ -84,13 +99,13 @@ def test_duplicates_never_straddle_the_split():
     dup = np.concatenate([grids, grids[[0, 3, 3]]])  # 9 grids, 6 distinct
     u = unique_grids(dup)
     assert np.array_equal(u, grids)  # the first of each, original order
-    tr, he = iwgan_split(u, 0.5, 0)
+    tr, he = split_holdout(u, 0.5, 0)
     assert not _keys(tr) & _keys(he)
 
 
 def test_real_modelnet10_split_has_no_shared_shape(data_root):
     # ModelNet10's training chairs repeat some grids exactly; the split is made on distinct shapes
-    train, held = iwgan_data(iwgan_config("smoke", data="modelnet10:chair", max_shapes=None))
+    train, held = shapes(iwgan_config("smoke", data="modelnet10:chair", max_shapes=None))
     assert len(train) + len(held) == len(_keys(train) | _keys(held))
     assert not _keys(train) & _keys(held)
     assert abs(len(held) / (len(train) + len(held)) - 0.2) < 0.01
@@ -100,10 +115,12 @@ def test_real_modelnet10_split_has_no_shared_shape(data_root):
 # training: exact resume, NaN stop
 # --------------------------------------------------------------------------------------------------
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    G_a, D_a, hist_a = train_iwgan(_tiny_cfg(epochs=3), tmp_path / "a", progress=False)
-    train_iwgan(_tiny_cfg(epochs=2), tmp_path / "b", progress=False)  # stopped after epoch 1
-    G_b, D_b, hist_b = train_iwgan(_tiny_cfg(epochs=3), tmp_path / "b", progress=False)  # resumed
-    for a, b in ((G_a, G_b), (D_a, D_b)):
+    run_a = _fit(_tiny_cfg(epochs=3), tmp_path / "a")
+    _fit(_tiny_cfg(epochs=2), tmp_path / "b")  # stopped after epoch 1
+    run_b = _fit(_tiny_cfg(epochs=3), tmp_path / "b")  # resumed
+    hist_a, hist_b = run_a.history, run_b.history
+    assert run_a.model is run_a.models["G"]  # no moving average: the generator itself is shipped
+    for a, b in ((run_a.models["G"], run_b.models["G"]), (run_a.models["D"], run_b.models["D"])):
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
             assert torch.equal(x, y), name
     assert hist_a.equals(hist_b) and list(hist_b["epoch"]) == [0, 1, 2]
@@ -118,14 +135,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
 
 def test_ema_generator_is_returned_when_enabled(tmp_path):
-    G, _, _ = train_iwgan(_tiny_cfg(epochs=1, ema_decay=0.5), None, progress=False)
-    G0, _, _ = train_iwgan(_tiny_cfg(epochs=1), None, progress=False)
+    result = _fit(_tiny_cfg(epochs=1, ema_decay=0.5), None)
+    G, G0 = result.model, _fit(_tiny_cfg(epochs=1), None).model
+    assert G is result.models["G_ema"] and isinstance(G, IWGANGenerator)
     assert all(not p.requires_grad for p in G.parameters())  # the moving-average copy (frozen), not G itself
     assert any(not torch.equal(a, b) for a, b in zip(G.parameters(), G0.parameters(), strict=True))
 
 
 def test_nan_critic_stops_training_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    train_iwgan(_tiny_cfg(epochs=1), tmp_path, progress=False)
+    _fit(_tiny_cfg(epochs=1), tmp_path)
     ckpt = tmp_path / "checkpoint.pt"
     before = ckpt.read_bytes()
 
@@ -134,7 +152,7 @@ def test_nan_critic_stops_training_and_keeps_the_checkpoint(tmp_path, monkeypatc
 
     monkeypatch.setattr(IWGANCritic, "forward", nan_forward)  # the critic diverges from epoch 1 on
     with pytest.raises(FloatingPointError, match=r"epoch 1, batch 2.*NaN or inf.*last good checkpoint"):
-        train_iwgan(_tiny_cfg(epochs=3), tmp_path, progress=False)
+        _fit(_tiny_cfg(epochs=3), tmp_path)
     assert ckpt.read_bytes() == before
     assert not (tmp_path / "samples" / "epoch_0001.png").exists()
 
@@ -142,11 +160,13 @@ def test_nan_critic_stops_training_and_keeps_the_checkpoint(tmp_path, monkeypatc
 # --------------------------------------------------------------------------------------------------
 # pretrained weights, sampling, evaluation
 # --------------------------------------------------------------------------------------------------
-def test_network_kwargs_and_generate_dispatch():
-    assert network_kwargs("iwgan", IWGANConfig().to_dict()) == {"z_dim": 200}
-    assert network_kwargs("iwgan", _tiny_cfg().to_dict()) == {"z_dim": 16, "channels": (16, 8, 8, 4)}
+def test_build_network_and_generate_dispatch():
+    paper = build_network("iwgan", "generator", IWGANConfig())
+    assert (paper.z_dim, paper.channels) == (200, (256, 128, 64, 32))  # no widths in the config: the paper's
+    tiny = build_network("iwgan", "generator", _tiny_cfg())
+    assert (tiny.z_dim, tiny.channels) == (16, (16, 8, 8, 4))
     torch.manual_seed(0)
-    G = IWGANGenerator(**network_kwargs("iwgan", _tiny_cfg().to_dict())).train()
+    G = build_network("iwgan", "generator", _tiny_cfg()).train()
     z = torch.randn(3, 16)
     occ = generate(G, z, batch_size=2)
     assert occ.shape == (3, 1, 32, 32, 32) and 0 <= occ.min() and occ.max() <= 1
@@ -162,7 +182,7 @@ def test_network_kwargs_and_generate_dispatch():
 def test_pretrained_round_trip_and_evaluation(tmp_path):
     cfg = _tiny_cfg()
     torch.manual_seed(0)
-    G = IWGANGenerator(**network_kwargs("iwgan", cfg.to_dict())).eval()
+    G = build_network("iwgan", "generator", cfg).eval()
     path = save_pretrained(G, "iwgan", cfg.to_dict(), tmp_path / "generation.safetensors", profile="smoke",
                            command="test", data="procedural", dtype="fp16")
     card = json.loads(path.with_suffix(".json").read_text())
@@ -170,9 +190,11 @@ def test_pretrained_round_trip_and_evaluation(tmp_path):
     assert card["parameters"] == sum(p.numel() for p in G.parameters())
     G2, card2 = load_pretrained(path)
     assert isinstance(G2, IWGANGenerator) and not G2.training and card2["config"]["g_channels"] == [16, 8, 8, 4]
+    assert card_config(card2) == cfg  # the card rebuilds the run's config
     z = torch.randn(4, 16)
     torch.testing.assert_close(generate(G2, z), generate(G, z), atol=2e-2, rtol=0)  # fp16 weights, same shapes
-    _, held = iwgan_data(cfg)
+    splits = SYSTEM.data(cfg)
+    held = splits.held_out["test"]
     m = evaluate_iwgan(G2, held, seed=1)
     assert {"cov", "mmd", "one_nna", "occupancy_error", "aad_real", "avar_real"} <= set(m)
     for k in ("cov", "mmd", "one_nna", "aad_real", "avar_real", "occupancy"):
@@ -183,15 +205,17 @@ def test_pretrained_round_trip_and_evaluation(tmp_path):
     assert evaluate_iwgan(G2, held, n=5)["n_generated"] == 5
     with pytest.raises(ValueError, match="held_out is empty"):
         evaluate_iwgan(G2, held[:0])
+    # the system's protocol: as many generated as held out, latent seed cfg.seed + 1
+    assert SYSTEM.evaluate(G2, card_config(card2), splits, "smoke") == evaluate_iwgan(G2, held, seed=cfg.seed + 1)
 
 
 def test_cli_trains_exports_and_evaluates(tmp_path):
-    out, export = tmp_path / "runs", tmp_path / "m"
-    _main(["iwgan", "--data", "procedural:chair", "--profile", "smoke", "--out", str(out), "--export", str(export),
-           "--evaluate"])
-    run = out / "procedural_chair"
+    run, export = tmp_path / "run", tmp_path / "m"  # --out is the run folder itself
+    assert cli.main(["train", "iwgan", "--data", "procedural:chair", "--profile", "smoke", "--out", str(run),
+                     "--export", str(export), "--evaluate"]) == 0
     assert (run / "checkpoint.pt").is_file() and (run / "history.csv").is_file()
-    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png", "final.png"]
+    # the sheets are drawn with the shipped model every sample_every (1) epochs: no separate final sheet
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png"]
     card = json.loads((export / "generation.json").read_text())
     assert (export / "generation.safetensors").is_file() and card["system"] == "iwgan"
     assert card["weights"]["dtype"] == "fp16" and card["profile"] == "smoke" and card["epochs"] == 2
@@ -200,6 +224,15 @@ def test_cli_trains_exports_and_evaluates(tmp_path):
     for k in ("cov", "mmd", "one_nna", "occupancy_error", "aad_real", "avar_real"):
         assert math.isfinite(metrics[k]), k
     assert metrics["n_generated"] == metrics["n_real"] == 3  # as many generated as held-out shapes
+    assert card["command"].startswith("VOXHELPERS_PROFILE=smoke python -m voxhelpers train iwgan "
+                                      "--data procedural:chair")
+
+
+def test_cli_user_errors_print_one_line_and_return_2(tmp_path, capsys):
+    assert cli.main(["train", "iwgan", "--data", "chair", "--profile", "smoke", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "<source>:<name>" in err and "Traceback" not in err
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,13 +268,3 @@ def test_main_quick_writes_the_iwgan_and_render_rows(tmp_path):
     for c in cells[:4]:
         assert float(c[5].replace(",", "")) > 0  # % of peak
     assert cells[4][4] == cells[4][5] == "—" and float(cells[4][3].replace(",", "")) > 0  # no FLOPs for rendering
-
-
-def test_torchrun_two_processes_keep_identical_iwgan_weights(tmp_path):
-    # torchrun, 2 CPU processes (gloo): averaged gradients and rank-0 BatchNorm statistics keep both copies equal
-    r0, _ = run_two_processes("_ddp_iwgan_worker.py", tmp_path)
-    torch.manual_seed(0)
-    from voxhelpers.nets import IWGANGenerator
-
-    G0 = IWGANGenerator(200, channels=(16, 8, 8, 4))  # the common initial weights: training moved them
-    assert not torch.equal(G0.state_dict()["fc.weight"], r0["G"]["fc.weight"])

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from voxhelpers.nets import layers
-from voxhelpers.nets.layers import (
+from voxhelpers.nets import fast_conv3d, gemm
+from voxhelpers.nets.fast_conv3d import (
     FEW,
     GEMM_BACKENDS,
     SMALL,
@@ -118,14 +118,41 @@ def test_gemm_backends_compute_the_same_product():
     want = (x.double() @ w.double().t() + b.double()).float()
     for name in GEMM_BACKENDS:
         with gemm_backend(name):
-            assert layers.GEMM_BACKEND == name
-            got = layers._mm_nt(x, w, b)
+            assert fast_conv3d.GEMM_BACKEND == name
+            got = fast_conv3d._mm_nt(x, w, b)
             assert got.shape == (37, 9) and got.is_contiguous()
             torch.testing.assert_close(got, want)
-            torch.testing.assert_close(layers._mm_nt(x.t().contiguous().t(), w.t().contiguous().t()), want - b)
+            torch.testing.assert_close(fast_conv3d._mm_nt(x.t().contiguous().t(), w.t().contiguous().t()), want - b)
     with pytest.raises(ValueError, match="GEMM backend must be one of"):
         with gemm_backend("openblas"):
             pass
+
+
+def test_gemm_backend_switch_reaches_the_fast_paths(monkeypatch):
+    """The backend lives in ``nets.gemm``; ``fast_conv3d.GEMM_BACKEND`` reads it live, and a switch made through
+    either module's ``gemm_backend`` changes the GEMMs the layers run: on oneDNN the 4³ → 2³ im2col path's GEMM is a
+    1×1 ``conv2d``, on MKL an ``addmm``, and the 2³ → 4³ layer's path follows (GEMM + col2im on MKL only)."""
+    from voxhelpers.nets.fast_conv3d import GEMM_BACKEND, cpuinfo  # still importable by name
+
+    assert GEMM_BACKEND in GEMM_BACKENDS and isinstance(cpuinfo("vendor_id"), str)
+    assert fast_conv3d.gemm_backend is gemm.gemm_backend and fast_conv3d.GEMM_BACKENDS is gemm.GEMM_BACKENDS
+    conv2d_calls, addmm_calls = [], []
+    conv2d, addmm = torch.nn.functional.conv2d, torch.addmm
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda *a, **k: conv2d_calls.append(1) or conv2d(*a, **k))
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: addmm_calls.append(1) or addmm(*a, **k))
+    down, up = FastConv3d(7, 9, 4, 2, 1), FastConvTranspose3d(7, 9, 4, 2, 1)
+    x_down, x_up = torch.randn(2, 7, 2 * SMALL, 2 * SMALL, 2 * SMALL), torch.randn(2, 7, SMALL, SMALL, SMALL)
+    before = gemm.GEMM_BACKEND
+    for name, switch in [("onednn", gemm.gemm_backend), ("mkl", gemm.gemm_backend),
+                         ("onednn", gemm_backend), ("mkl", gemm_backend)]:
+        conv2d_calls.clear(), addmm_calls.clear()
+        with switch(name):
+            assert fast_conv3d.GEMM_BACKEND == gemm.GEMM_BACKEND == name
+            down(x_down)
+            want_up = fast_conv3d.GEMM_COL2IM if name == "mkl" else SPLIT_BIAS
+            assert up.fast_path(x_up) == want_up
+        assert (len(conv2d_calls), len(addmm_calls)) == ((1, 0) if name == "onednn" else (0, 1))
+        assert fast_conv3d.GEMM_BACKEND == gemm.GEMM_BACKEND == before  # restored after the block
 
 
 def test_discriminator_input_follows_its_layer_format():

@@ -1,11 +1,21 @@
-"""The seed's hybrid losses on hand-computed values, and their numerically sound variants."""
+"""The one adversarial loss (every mode), the seed's hybrid losses on hand-computed values and their numerically
+sound variants, D's accuracy, the soft Jaccard distance."""
 
 import math
 
 import pytest
 import torch
 
-from voxhelpers.losses import HYBRID_LOSSES, discriminator_accuracy, hybrid_loss, soft_jaccard_distance
+from voxhelpers.losses import (
+    ADVERSARIAL_MODES,
+    HYBRID_LOSSES,
+    adversarial_loss,
+    discriminator_accuracy,
+    hybrid_loss,
+    soft_jaccard_distance,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
 
 
 def _bce(p, t):  # binary cross-entropy of one probability
@@ -110,3 +120,59 @@ def test_soft_jaccard_distance_hand_cases_and_binary_iou():
     assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="one shape"):
         soft_jaccard_distance(torch.zeros(2, 8), torch.zeros(2, 9))
+
+
+# --------------------------------------------------------------------------------------------------
+# adversarial_loss: every mode on hand-worked tensors
+# --------------------------------------------------------------------------------------------------
+LN3 = math.log(3.0)  # σ(ln 3) = 3 / 4
+ADVERSARIAL_CASES = [
+    # vanilla, logits [0, ln 3]: real −log σ(x) = (ln 2 + ln 4/3) / 2 = 0.4904; fake −log(1 − σ(x)) = (ln 2 + ln 4) / 2
+    ("vanilla", [0.0, LN3], True, (math.log(2) + math.log(4 / 3)) / 2),
+    ("vanilla", [0.0, LN3], False, (math.log(2) + math.log(4)) / 2),
+    # lsgan, raw outputs [0, 2]: against 1 ((0 − 1)² + (2 − 1)²) / 2 = 1; against 0 (0² + 2²) / 2 = 2
+    ("lsgan", [0.0, 2.0], True, 1.0),
+    ("lsgan", [0.0, 2.0], 0.0, 2.0),
+    # wgangp, scores [1, 3]: real −E[D(x)] = −2; fake E[D(x̃)] = +2 (their sum is the critic's loss)
+    ("wgangp", [1.0, 3.0], True, -2.0),
+    ("wgangp", [1.0, 3.0], False, 2.0),
+    ("wgangp", [1.0, 3.0], 1.0, -2.0),
+]
+
+
+@pytest.mark.parametrize("mode,prediction,target,expected", ADVERSARIAL_CASES)
+def test_adversarial_loss_on_hand_worked_values(mode, prediction, target, expected):
+    got = adversarial_loss(torch.tensor(prediction), target, mode)
+    assert got.ndim == 0 and got.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", HYBRID_LOSSES)
+def test_adversarial_loss_hybrid_modes_are_the_seed_formulas(name):
+    # the hybrids through the one entry point: D's probabilities [0.8, 0.4] against "real" give the values above
+    assert adversarial_loss(torch.tensor(P), True, name, "probs", "seed").item() == pytest.approx(EXPECTED[name],
+                                                                                                  rel=1e-6)
+    x = torch.logit(torch.tensor(P))  # logits with σ(x) = p: the same value, the stable way
+    assert adversarial_loss(x, 1.0, name, "logits", "seed").item() == pytest.approx(EXPECTED[name], rel=1e-5)
+
+
+def test_adversarial_modes_and_patch_outputs():
+    assert ADVERSARIAL_MODES == ("vanilla", "lsgan", "wgangp", *HYBRID_LOSSES)
+    # a PatchGAN's map (B, 1, 2, 2) is averaged over every score: lsgan of [0, 0, 0, 2] against 0 = (0+0+0+4) / 4 = 1
+    patch = torch.tensor([0.0, 0.0, 0.0, 2.0]).reshape(1, 1, 2, 2)
+    assert adversarial_loss(patch, False, "lsgan").item() == pytest.approx(1.0)
+    # WGAN helpers: critic E[D(x̃)] − E[D(x)] = mean[0, −2] − mean[1, 3] = −1 − 2 = −3; generator −E[D(x̃)] = 1
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.0, -2.0])
+    assert wgan_critic_loss(real, fake).item() == pytest.approx(-3.0)
+    assert wgan_generator_loss(fake).item() == pytest.approx(1.0)
+    # gradients have the sign of the objective: the critic raises real scores, lowers fake ones
+    s = torch.tensor([1.0, 3.0], requires_grad=True)
+    (g,) = torch.autograd.grad(adversarial_loss(s, True, "wgangp"), s)
+    assert torch.equal(g, torch.tensor([-0.5, -0.5]))
+
+
+def test_adversarial_loss_bad_mode_and_target():
+    with pytest.raises(ValueError, match=r"unknown adversarial loss mode 'hinge'; expected one of \('vanilla', "
+                                         r"'lsgan', 'wgangp', 'bce', 'bce_bcewithlogits'"):
+        adversarial_loss(torch.zeros(2), True, "hinge")
+    with pytest.raises(ValueError, match=r"wgangp takes target real \(1\) or fake \(0\), got 0.5"):
+        adversarial_loss(torch.zeros(2), 0.5, "wgangp")

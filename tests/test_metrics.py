@@ -12,6 +12,7 @@ from sklearn.model_selection import LeaveOneOut, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from voxhelpers import metrics as M
+from voxhelpers.metrics import voxel_sets as VS
 
 
 def _random_set(rng: np.random.Generator, n: int, size: int, densities=(0.1, 0.3, 0.5, 0.7)) -> np.ndarray:
@@ -232,15 +233,15 @@ def test_chunked_and_symmetric_paths_match_oracle(monkeypatch):
     gen[4] = False
     expected = M.voxel_set_metrics(gen, real)
     v = 5**3
-    monkeypatch.setattr(M, "_CHUNK_ELEMENTS", 3 * v)  # left operand in chunks of 3 rows
-    monkeypatch.setattr(M, "_B_BLOCK_ELEMENTS", 4 * v)  # right operand in blocks of 4 rows
+    monkeypatch.setattr(VS, "_CHUNK_ELEMENTS", 3 * v)  # left operand in chunks of 3 rows
+    monkeypatch.setattr(VS, "_B_BLOCK_ELEMENTS", 4 * v)  # right operand in blocks of 4 rows
     fg, fr = gen.reshape(11, -1), real.reshape(7, -1)
     ref_gr = 1.0 - cdist(fg, fr, metric="jaccard")
     ref_gg = 1.0 - cdist(fg, fg, metric="jaccard")
     g, r = M.binarize(gen), M.binarize(real)
-    np.testing.assert_allclose(M._pairwise_iou_bool(g, r).numpy(), ref_gr, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(M._pairwise_iou_bool(g, g).numpy(), ref_gg, rtol=0, atol=1e-12)  # symmetric path
-    np.testing.assert_allclose(M._pairwise_iou_bool(g, g.clone()).numpy(), ref_gg, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(VS._pairwise_iou_bool(g, r).numpy(), ref_gr, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(VS._pairwise_iou_bool(g, g).numpy(), ref_gg, rtol=0, atol=1e-12)  # symmetric path
+    np.testing.assert_allclose(VS._pairwise_iou_bool(g, g.clone()).numpy(), ref_gg, rtol=0, atol=1e-12)
     chunked = M.voxel_set_metrics(gen, real)
     assert chunked == pytest.approx(expected, abs=1e-12)
     assert M.iou(gen, gen[::-1].copy()).numpy() == pytest.approx(np.diag(1.0 - cdist(fg, fg[::-1], "jaccard")))

@@ -3,55 +3,107 @@
 import pytest
 import torch
 
-from voxhelpers.io import load_weights, save_weights
-from voxhelpers.nets import CGANDiscriminator, CGANGenerator, build_discriminator, build_generator, count_parameters
+from voxhelpers.config import VoxelCGANConfig
+from voxhelpers.data.io import load_weights, save_weights
+from voxhelpers.nets import NETWORKS, CGANDiscriminator, CGANGenerator, build_network, count_parameters
+from voxhelpers.nets.voxel_gan import reparameterize
+from voxhelpers.systems import get_system
 
-CASES = [
-    ("G scalar", lambda: CGANGenerator(), 2),
-    ("G onehot", lambda: CGANGenerator(n_conditions=4, condition="onehot"), 4),
-    ("D scalar", lambda: CGANDiscriminator(), 2),
-    ("D onehot logits", lambda: CGANDiscriminator(n_conditions=4, condition="onehot", output="logits"), 4),
+#: every system × role of the registry, plus the cGAN's one-hot conditions and logits output
+CASES = [(system, role, {}) for system in NETWORKS for role in NETWORKS[system]] + [
+    ("voxel_cgan", "generator", {"n_conditions": 4, "condition": "onehot"}),
+    ("voxel_cgan", "discriminator", {"n_conditions": 4, "condition": "onehot", "variant": "sound"}),
 ]
 
 
-def _forward(net, n_cond, B=2):
-    c = torch.arange(B) % n_cond
-    if isinstance(net, CGANGenerator):
-        return net(torch.randn(B, net.z_dim), c)
-    return net(torch.rand(B, 1, 32, 32, 32), c)
+def _config(system, overrides):
+    return get_system(system).config.for_profile("smoke", **overrides)
 
 
-@pytest.mark.parametrize("name,make,n_cond", CASES, ids=[c[0] for c in CASES])
-def test_shape_backward_roundtrip(name, make, n_cond, tmp_path):
+def _inputs(system, role, cfg, B=2):
+    """A tiny batch for a network, drawn from the global RNG: what its forward takes."""
+    if role == "generator" and system == "vae_iwgan":
+        return (torch.rand(B, 3, cfg.image_size, cfg.image_size),)  # renders in [0, 1]
+    if role == "generator":
+        z = torch.randn(B, cfg.z_dim)
+        return (z, torch.arange(B) % cfg.n_conditions) if system == "voxel_cgan" else (z,)
+    x = torch.rand(B, 1, 32, 32, 32).round()  # a binary grid
+    return (x, torch.arange(B) % cfg.n_conditions) if system == "voxel_cgan" else (2 * x - 1,)  # the critic: {-1, 1}
+
+
+def _training_forward(net, system, role, inputs):
+    """The forward of training: 3D-VAE-IWGAN's model samples z = μ + σ·ε (its forward decodes μ alone, leaving
+    log σ without a gradient); every other network is called as it is."""
+    if system == "vae_iwgan" and role == "generator":
+        mu, log_sigma = net.encoder(*inputs)
+        return net.generator(reparameterize(mu, log_sigma, torch.Generator().manual_seed(0)))
+    return net(*inputs)
+
+
+IDS = ["-".join([s, r, *map(str, o.values())]) for s, r, o in CASES]
+
+
+@pytest.mark.parametrize("system,role,overrides", CASES, ids=IDS)
+def test_shape_backward_roundtrip(system, role, overrides, tmp_path):
+    cfg = _config(system, overrides)
     torch.manual_seed(0)
-    net = make()
-    out = _forward(net, n_cond)
-    if isinstance(net, CGANGenerator):
+    net = build_network(system, role, cfg)
+    inputs = _inputs(system, role, cfg)
+    # output shape and range for a batch of two
+    out = net(*inputs)
+    if role == "generator":
         assert out.shape == (2, 1, 32, 32, 32)
-        assert 0 <= out.min() and out.max() <= 1
+        low = 0.0 if system == "voxel_cgan" else -1.0  # the cGAN's sigmoid; the WGANs' tanh
+        assert low <= out.min() and out.max() <= 1
     else:
         assert out.shape == (2,)
-        if net.output == "probs":
+        if getattr(net, "output", None) == "probs":
             assert 0 <= out.min() and out.max() <= 1
-    out.sum().backward()
+    # backward: a finite gradient for every parameter
+    _training_forward(net, system, role, inputs).sum().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
-    assert not missing, f"no gradient for {missing}"
-    # state-dict round trip through safetensors (fp32 exact)
+    assert not missing, f"no finite gradient for {missing}"
+    # state-dict round trip through safetensors (fp32: exact) into a fresh build of the same config
     save_weights(tmp_path / "w.safetensors", net.state_dict(), dtype="fp32")
-    twin = make()
+    torch.manual_seed(1)
+    twin = build_network(system, role, cfg)
     twin.load_state_dict(load_weights(tmp_path / "w.safetensors"))
     net.eval(), twin.eval()
-    torch.manual_seed(1)
-    a = _forward(net, n_cond)
-    torch.manual_seed(1)
-    b = _forward(twin, n_cond)
-    torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(net(*inputs), twin(*inputs), rtol=0, atol=0)
+
+
+def test_every_network_of_every_system_is_covered():
+    assert {(s, r) for s, r, _ in CASES} == {(s, r) for s in NETWORKS for r in NETWORKS[s]}
+    assert set(NETWORKS) == {"voxel_cgan", "iwgan", "vae_iwgan"}
 
 
 def test_parameter_counts_match_the_seed():
-    # SPEC §1: 6,049,185 (G) and 2,774,433 (D) with the scalar condition
+    # SPEC §1: 6,049,185 (G) and 2,774,433 (D) with the scalar condition, also as built from the seed's config
     assert count_parameters(CGANGenerator()) == 6_049_185
     assert count_parameters(CGANDiscriminator()) == 2_774_433
+    cfg = VoxelCGANConfig()
+    assert count_parameters(build_network("voxel_cgan", "generator", cfg)) == 6_049_185
+    assert count_parameters(build_network("voxel_cgan", "discriminator", cfg)) == 2_774_433
+
+
+def test_shipped_cards_name_the_size_of_the_network_their_config_builds():
+    import json
+    from pathlib import Path
+
+    from voxhelpers.inference.pretrained import card_config
+
+    cards = sorted((Path(__file__).resolve().parents[1] / "models").glob("*/*/*.json"))
+    assert cards
+    for path in cards:
+        card = json.loads(path.read_text())
+        net = build_network(card["system"], "generator", card_config(card))
+        assert count_parameters(net) == card["parameters"], path
+
+
+def test_config_chooses_the_discriminators_output():
+    assert build_network("voxel_cgan", "discriminator", VoxelCGANConfig(variant="seed")).output == "probs"
+    assert build_network("voxel_cgan", "discriminator", VoxelCGANConfig(variant="sound")).output == "logits"
 
 
 def test_batch_of_one_keeps_batch_axis():
@@ -90,7 +142,7 @@ def test_bad_input_messages():
         CGANGenerator(condition="both")
     with pytest.raises(ValueError, match="output must be one of"):
         CGANDiscriminator(output="sigmoid")
-    with pytest.raises(ValueError, match="unknown generator"):
-        build_generator("nope")
-    with pytest.raises(ValueError, match="unknown discriminator"):
-        build_discriminator("nope")
+    with pytest.raises(ValueError, match=r"unknown system 'nope'; expected one of \['iwgan', 'vae_iwgan', 'voxel_cgan"):
+        build_network("nope", "generator", VoxelCGANConfig())
+    with pytest.raises(ValueError, match=r"no 'encoder' network; expected one of \['discriminator', 'generator'\]"):
+        build_network("voxel_cgan", "encoder", VoxelCGANConfig())

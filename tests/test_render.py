@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from voxhelpers.render import VIEW_HALF_WIDTH, random_views, render_voxels
+from voxhelpers.ops.render import VIEW_HALF_WIDTH, random_views, render_voxels
 
 N = 64  # image size for most tests
 

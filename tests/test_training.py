@@ -1,59 +1,95 @@
-"""The update rule, the fit loop (exact resume, NaN stop), pretrained weights and cards, a tiny model learning."""
+"""The update rule, the fit loop for every system (exact resume, NaN stop, torchrun), weights and cards, a tiny model
+learning."""
 
+import dataclasses
 import json
+import re
 import sys
 
+import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from _ddp_worker import CONFIGS, GENERATOR
 from conftest import run_two_processes
 
 from voxhelpers import metrics
-from voxhelpers.config import voxel_cgan_config
-from voxhelpers.datasets import make_conditions
+from voxhelpers.config import iwgan_config, vae_iwgan_config, voxel_cgan_config
+from voxhelpers.data.io import (
+    dequantize_int8,
+    load_checkpoint,
+    load_weights,
+    quantize_int8,
+    save_checkpoint,
+    save_weights,
+)
+from voxhelpers.data.shapes import make_conditions
+from voxhelpers.data.synthetic import procedural_shapes
 from voxhelpers.inference import evaluate_voxel_cgan, load_pretrained, save_pretrained
-from voxhelpers.io import dequantize_int8, load_weights, quantize_int8, save_weights
 from voxhelpers.nets import CGANDiscriminator, CGANGenerator
-from voxhelpers.steps import voxel_cgan_step
-from voxhelpers.synthetic import procedural_shapes
-from voxhelpers.training import TrainState, fit, train_voxel_cgan
+from voxhelpers.plots import SampleSheets
+from voxhelpers.systems import get_system
+from voxhelpers.systems.voxel_cgan import consistency_weight
+from voxhelpers.systems.voxel_cgan import step as voxel_cgan_step
+from voxhelpers.training import CHECKPOINT_NAME, TrainState, fit, seed_everything
+
+SYSTEMS = ("voxel_cgan", "iwgan", "vae_iwgan")
 
 
-def _tiny_cfg(**kw):
-    base = dict(data="procedural", n_train=4, batch_size=4, epochs=3, sample_every=100, seed=0)
-    return voxel_cgan_config("smoke", **{**base, **kw})
+# --------------------------------------------------------------------------------------------------
+# the conditional GAN's step, on tiny networks
+# --------------------------------------------------------------------------------------------------
+def _cgan_cfg(**kw):
+    return voxel_cgan_config("smoke", **{"data": "procedural:car", **kw})
 
 
 def _tiny_nets(output="probs"):
     torch.manual_seed(0)
-    return CGANGenerator(channels=(16, 8, 8, 4)), CGANDiscriminator(channels=(4, 8, 8, 16), output=output)
+    return {"G": CGANGenerator(channels=(16, 8, 8, 4)), "D": CGANDiscriminator(channels=(4, 8, 8, 16), output=output)}
+
+
+def _rmsprop(models, lr_g=2.5e-3, lr_d=5e-5):
+    return {"G": torch.optim.RMSprop(models["G"].parameters(), lr_g), "D": torch.optim.RMSprop(models["D"].parameters(),
+                                                                                              lr_d)}
+
+
+def _state(models, optimizers, acc=0.0, epoch=0):
+    """A run's state as the step sees it: the draw generator, D's gate (its accuracy on the previous batch)."""
+    return TrainState(models, optimizers, torch.Generator().manual_seed(0), epoch=epoch, extra={"gate": {"acc": acc}})
+
+
+def _cars(n=4):
+    """{"voxels": (n, 2, 1, 32, 32, 32)} float {0, 1}: procedural cars with their two rotation conditions."""
+    return {"voxels": torch.as_tensor(make_conditions(procedural_shapes("car", n), 2), dtype=torch.float32)[:, :, None]}
 
 
 def test_step_runs_each_phase_and_respects_the_gate():
-    G, D = _tiny_nets()
-    og, od = torch.optim.RMSprop(G.parameters(), 2.5e-3), torch.optim.RMSprop(D.parameters(), 5e-5)
-    real = torch.as_tensor(make_conditions(procedural_shapes("car", 4), 2), dtype=torch.float32)[:, :, None]
+    models = _tiny_nets()
+    opts = _rmsprop(models)
+    cfg, batch = _cgan_cfg(loss="triple"), _cars()
+    D = models["D"]
     d_before = [p.clone() for p in D.parameters()]
-    out = voxel_cgan_step(G, D, og, od, real, {"acc": 0.0}, "triple", generator=torch.Generator().manual_seed(0))
+    state = _state(models, opts, acc=0.0)
+    out = voxel_cgan_step(models, opts, batch, cfg, state)
     assert set(out) == {"loss_d", "loss_g", "loss_pair", "acc_d", "d_steps"}
     assert out["d_steps"] == 2 and all(np.isfinite(v) for v in out.values())
-    assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters(), strict=False))
+    assert state.extra["gate"]["acc"] == out["acc_d"]  # the gate of the next batch
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters(), strict=True))
     # gate at 1.0 (D was perfect on the last batch): no D update at all
     d_before = [p.clone() for p in D.parameters()]
-    out = voxel_cgan_step(G, D, og, od, real, {"acc": 1.0}, "triple", generator=torch.Generator().manual_seed(0))
+    out = voxel_cgan_step(models, opts, batch, cfg, _state(models, opts, acc=1.0))
     assert out["d_steps"] == 0
-    assert all(torch.equal(a, b) for a, b in zip(d_before, D.parameters(), strict=False))
+    assert all(torch.equal(a, b) for a, b in zip(d_before, D.parameters(), strict=True))
 
 
 def test_generator_steps_leave_d_without_gradients_and_flags_intact():
     """D is frozen in the G and pairing steps: no weight gradient is computed for it (a gated-off batch leaves every
     .grad None), G still learns through it, and D's requires_grad flags are back afterwards."""
-    G, D = _tiny_nets()
-    og, od = torch.optim.RMSprop(G.parameters(), 2.5e-3), torch.optim.RMSprop(D.parameters(), 5e-5)
-    real = torch.as_tensor(make_conditions(procedural_shapes("car", 4), 2), dtype=torch.float32)[:, :, None]
+    models = _tiny_nets()
+    opts = _rmsprop(models)
+    G, D = models["G"], models["D"]
     g_before = [p.clone() for p in G.parameters()]
-    voxel_cgan_step(G, D, og, od, real, {"acc": 1.0}, "triple", generator=torch.Generator().manual_seed(0))
+    voxel_cgan_step(models, opts, _cars(), _cgan_cfg(loss="triple"), _state(models, opts, acc=1.0))
     assert all(p.grad is None for p in D.parameters())
     assert all(p.requires_grad for p in D.parameters())
     assert all(p.grad is not None for p in G.parameters())
@@ -61,124 +97,221 @@ def test_generator_steps_leave_d_without_gradients_and_flags_intact():
 
 
 def test_pairing_steps_count_generator_updates():
-    """Each pairing step is one more G update (its own z); pairing_steps < 1 is refused."""
-    real = torch.as_tensor(make_conditions(procedural_shapes("car", 4), 2), dtype=torch.float32)[:, :, None]
+    """Each pairing step is one more G update (its own z); pairing_steps < 1 is refused by the config."""
     calls = {}
     for k in (1, 3):
-        G, D = _tiny_nets()
-        og, od = torch.optim.RMSprop(G.parameters(), 2.5e-3), torch.optim.RMSprop(D.parameters(), 5e-5)
-        og.register_step_post_hook(lambda *_, k=k: calls.__setitem__(k, calls.get(k, 0) + 1))
-        out = voxel_cgan_step(G, D, og, od, real, {"acc": 1.0}, "triple", pairing_steps=k,
-                              generator=torch.Generator().manual_seed(0))
+        models = _tiny_nets()
+        opts = _rmsprop(models)
+        opts["G"].register_step_post_hook(lambda *_, k=k: calls.__setitem__(k, calls.get(k, 0) + 1))
+        out = voxel_cgan_step(models, opts, _cars(), _cgan_cfg(loss="triple", pairing_steps=k),
+                              _state(models, opts, acc=1.0))
         assert np.isfinite(out["loss_pair"])
     assert calls == {1: 2 + 1, 3: 2 + 3}  # one G step per condition, then the pairing steps
-    with pytest.raises(ValueError, match="pairing_steps must be >= 1"):
-        voxel_cgan_step(G, D, og, od, real, {"acc": 1.0}, pairing_steps=0)
+    with pytest.raises(ValueError, match=r"pairing_steps and sample_every must be >= 1.*, 0, "):
+        _cgan_cfg(pairing_steps=0)
 
 
 def test_consistency_term_makes_conditions_agree():
     """--consistency adds the soft Jaccard distance between the conditions' turned-back views to the pairing
     step: it is reported, and a tiny G trained with it draws more consistent conditions than without it."""
+    from voxhelpers.data.transforms import condition_rotation
     from voxhelpers.losses import soft_jaccard_distance
-    from voxhelpers.transforms import condition_rotation
 
-    real = torch.as_tensor(make_conditions(procedural_shapes("car", 4), 2), dtype=torch.float32)[:, :, None]
+    batch = _cars()
     z = torch.randn(8, 200, generator=torch.Generator().manual_seed(1))
 
     def distance_after(weight: float) -> float:
-        G, D = _tiny_nets()
-        og, od = torch.optim.RMSprop(G.parameters(), 2.5e-3), torch.optim.RMSprop(D.parameters(), 5e-5)
-        gen, gate = torch.Generator().manual_seed(0), {"acc": 0.0}
+        models = _tiny_nets()
+        opts = _rmsprop(models)
+        cfg, state = _cgan_cfg(loss="bce", consistency=weight), _state(models, opts, acc=0.0)
         for _ in range(15):
-            out = voxel_cgan_step(G, D, og, od, real, gate, "bce", generator=gen, consistency=weight)
+            out = voxel_cgan_step(models, opts, batch, cfg, state)
             assert ("loss_consistency" in out) == (weight > 0)
-        G.eval()
+            assert out.get("consistency_weight", 0.0) == weight  # no schedule: the weight from the first epoch
+        G = models["G"].eval()
         with torch.no_grad():
             views = [condition_rotation(G(z, torch.full((8,), c)), c, inverse=True) for c in range(2)]
         return float(soft_jaccard_distance(*views).mean())
 
     assert distance_after(20.0) < 0.5 * distance_after(0.0)
-    G, D = _tiny_nets()
-    og, od = torch.optim.RMSprop(G.parameters()), torch.optim.RMSprop(D.parameters())
-    with pytest.raises(ValueError, match="consistency must be a weight >= 0"):
-        voxel_cgan_step(G, D, og, od, real, {"acc": 1.0}, consistency=-1.0)
+    with pytest.raises(ValueError, match="need consistency >= 0"):
+        _cgan_cfg(consistency=-1.0)
 
 
 def test_step_sound_variant_with_logits():
-    G, D = _tiny_nets(output="logits")
-    og, od = torch.optim.RMSprop(G.parameters(), 1e-3), torch.optim.RMSprop(D.parameters(), 1e-4)
-    real = torch.as_tensor(make_conditions(procedural_shapes("car", 4), 2), dtype=torch.float32)[:, :, None]
-    out = voxel_cgan_step(G, D, og, od, real, {"acc": 0.0}, "bce_mse_60_40", variant="sound")
+    models = _tiny_nets(output="logits")
+    opts = _rmsprop(models, 1e-3, 1e-4)
+    cfg = _cgan_cfg(loss="bce_mse_60_40", variant="sound")
+    assert cfg.output == "logits"  # the config's D ends in logits with the sound formulas
+    out = voxel_cgan_step(models, opts, _cars(), cfg, _state(models, opts))
     assert all(np.isfinite(v) for v in out.values())
 
 
 def test_step_rejects_bad_batch():
-    G, D = _tiny_nets()
-    og, od = torch.optim.RMSprop(G.parameters()), torch.optim.RMSprop(D.parameters())
-    with pytest.raises(ValueError, match=r"\(B, C, 1, D, H, W\)"):
-        voxel_cgan_step(G, D, og, od, torch.zeros(4, 2, 32, 32, 32), {"acc": 0.0})
+    models = _tiny_nets()
+    opts = _rmsprop(models)
+    with pytest.raises(ValueError, match=r"batch\['voxels'\] must be \(B, 2, 1, D, H, W\), got \(4, 2, 32, 32, 32\)"):
+        voxel_cgan_step(models, opts, {"voxels": torch.zeros(4, 2, 32, 32, 32)}, _cgan_cfg(), _state(models, opts))
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    G_a, D_a, hist_a = train_voxel_cgan(_tiny_cfg(epochs=3), tmp_path / "a", progress=False)
-    train_voxel_cgan(_tiny_cfg(epochs=2), tmp_path / "b", progress=False)  # stopped after epoch 1
-    G_b, D_b, hist_b = train_voxel_cgan(_tiny_cfg(epochs=3), tmp_path / "b", progress=False)  # resumed
-    for a, b in ((G_a, G_b), (D_a, D_b)):
-        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=False):
-            assert torch.equal(x, y), name
-    assert hist_a.equals(hist_b) and list(hist_b["epoch"]) == [0, 1, 2]
-    assert (tmp_path / "a" / "samples" / "epoch_0000.png").is_file()  # sheet named by the true epoch index
-    assert (tmp_path / "a" / "samples" / "epoch_0002.png").is_file()  # and the last one
+def test_consistency_schedule():
+    """--consistency-start: no term for that fraction of the epochs, then a linear ramp over 10 % of them."""
+    w = [consistency_weight(e, 100, 4.0, 0.5) for e in range(100)]
+    assert w[:51] == [0.0] * 51 and w[55] == pytest.approx(2.0) and w[60:] == [4.0] * 40
+    assert all(a <= b for a, b in zip(w[:-1], w[1:], strict=True))
+    assert {consistency_weight(e, 100, 4.0) for e in range(100)} == {4.0}  # start 0: the weight throughout
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="consistency_start must be a fraction"):
+            consistency_weight(0, 100, 4.0, bad)
+    # the step reads the schedule from the config and the state's epoch: epoch 0 of 100 is before the start
+    models = _tiny_nets()
+    opts = _rmsprop(models)
+    cfg = _cgan_cfg(consistency=4.0, consistency_start=0.5, epochs=100)
+    out = voxel_cgan_step(models, opts, _cars(), cfg, _state(models, opts, epoch=0))
+    assert out["consistency_weight"] == 0.0 and "loss_consistency" not in out
+    out = voxel_cgan_step(models, opts, _cars(), cfg, _state(models, opts, epoch=55))
+    assert out["consistency_weight"] == pytest.approx(2.0) and np.isfinite(out["loss_consistency"])
+
+
+# --------------------------------------------------------------------------------------------------
+# the fit loop, for every system: exact resume, refused checkpoints, NaN stop
+# --------------------------------------------------------------------------------------------------
+SMALL = dict(g_channels=(16, 8, 8, 4), d_channels=(4, 8, 8, 16))
+
+
+def _fit_cfg(system: str, **kw):
+    """A tiny config per system, two batches an epoch for the WGANs (10 / 8 training shapes), EMA on."""
+    if system == "voxel_cgan":
+        return voxel_cgan_config("smoke", **{"data": "procedural:car", "n_train": 4, "batch_size": 4, "epochs": 3,
+                                             "sample_every": 100, **kw})
+    if system == "iwgan":
+        return iwgan_config("smoke", **{"data": "procedural:chair", "max_shapes": 12, "batch_size": 5, "epochs": 3,
+                                        "sample_every": 100, "ema_decay": 0.5, **SMALL, **kw})
+    return vae_iwgan_config("smoke", **{"data": "procedural:chair", "max_shapes": 12, "batch_size": 4, "epochs": 3,
+                                        "sample_every": 100, "ema_decay": 0.5, "image_size": 64, **SMALL, **kw})
+
+
+def _cheap_sheets(system, cfg, out_dir):
+    """SampleSheets with a blank figure: the naming and timing of sheets without drawing voxels."""
+    cheap = dataclasses.replace(get_system(system), figure=lambda model, cfg, inputs, title: plt.figure(figsize=(1, 1)))
+    return SampleSheets(cheap, cfg, get_system(system).data(cfg), out_dir)
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_resumed_run_equals_uninterrupted_run(system, tmp_path):
+    """A run stopped after its first epoch (max_minutes=0) and resumed makes the same weights (every model, the
+    moving average and the optimisers' moments included) and the same history as an uninterrupted one."""
+    cfg = _fit_cfg(system)
+    a = fit(system, cfg, tmp_path / "a", "cpu", progress=False, callbacks=[_cheap_sheets(system, cfg, tmp_path / "a")])
+    stopped = fit(system, cfg, tmp_path / "b", "cpu", progress=False, max_minutes=0,
+                  callbacks=[_cheap_sheets(system, cfg, tmp_path / "b")])
+    assert list(stopped.history["epoch"]) == [0] and stopped.state.epoch == 1  # out of time after one epoch
+    messages = []
+    b = fit(system, cfg, tmp_path / "b", "cpu", progress=False, log=messages.append,
+            callbacks=[_cheap_sheets(system, cfg, tmp_path / "b")])
+    assert messages == [f"resuming from epoch 1 of 3, {tmp_path / 'b' / CHECKPOINT_NAME}"]
+    assert set(a.models) == set(b.models) == set(get_system(system).build(cfg, "cpu"))
+    for key in a.models:
+        sa, sb = a.models[key].state_dict(), b.models[key].state_dict()
+        assert list(sa) == list(sb)
+        for name in sa:
+            assert torch.equal(sa[name], sb[name]), f"{key}.{name}"
+    for key, opt in a.state.optimizers.items():  # Adam / RMSprop moments too: a further epoch would agree as well
+        ma, mb = opt.state_dict()["state"], b.state.optimizers[key].state_dict()["state"]
+        assert all(torch.equal(ma[i][k], mb[i][k]) for i in ma for k in ma[i])
+    assert a.history.equals(b.history) and list(b.history["epoch"]) == [0, 1, 2]
+    assert a.state.step == b.state.step and torch.equal(a.state.generator.get_state(), b.state.generator.get_state())
+    assert a.model is a.models[get_system(system).ema[0]]  # EMA on: the moving average is the model shipped
+    assert np.isfinite(a.history.drop(columns="epoch").to_numpy()).all()
+    names = lambda run: sorted(p.name for p in (tmp_path / run / "samples").glob("*.png"))  # noqa: E731
+    assert names("a") == names("b") == ["epoch_0000.png", "epoch_0002.png"]  # first and last, by the true index
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path):
-    train_voxel_cgan(_tiny_cfg(epochs=1), tmp_path, progress=False)
+    fit("voxel_cgan", _fit_cfg("voxel_cgan", epochs=1), tmp_path, "cpu", progress=False)
     with pytest.raises(ValueError, match=r"belongs to another run.*\['loss'\]"):
-        train_voxel_cgan(_tiny_cfg(epochs=2, loss="triple"), tmp_path, progress=False)
+        fit("voxel_cgan", _fit_cfg("voxel_cgan", epochs=2, loss="triple"), tmp_path, "cpu", progress=False)
+    fit("iwgan", _fit_cfg("iwgan", epochs=1), tmp_path / "iw", "cpu", progress=False)
+    with pytest.raises(ValueError, match=r"belongs to another run.*\['max_shapes'\]"):  # iwgan, another config
+        fit("iwgan", _fit_cfg("iwgan", epochs=2, max_shapes=11), tmp_path / "iw", "cpu", progress=False)
 
 
 def test_checkpoint_from_before_an_option_existed_resumes_at_its_default(tmp_path):
     """A checkpoint written before an option was added (its config lacks the key) ran with the option's default:
-    it resumes; asking for another value of that option is refused, naming it."""
-    from voxhelpers.io import load_checkpoint, save_checkpoint
-
-    train_voxel_cgan(_tiny_cfg(epochs=1), tmp_path, progress=False)
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    it resumes; asking for another value of that option is refused, naming it. A checkpoint of the config before
+    the refactor (category + data source, output beside variant, size) is upgraded and resumes too."""
+    fit("voxel_cgan", _fit_cfg("voxel_cgan", epochs=1), tmp_path, "cpu", progress=False)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     for key in ("consistency", "pairing_steps"):
         del ckpt["config"][key]
-    save_checkpoint(tmp_path / "checkpoint.pt", ckpt)
-    _, _, history = train_voxel_cgan(_tiny_cfg(epochs=2), tmp_path, progress=False)
+    ckpt["config"].update(data="procedural", category="car", output="probs", size=32)  # the old layout
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, ckpt)
+    history = fit("voxel_cgan", _fit_cfg("voxel_cgan", epochs=2), tmp_path, "cpu", progress=False).history
     assert list(history["epoch"]) == [0, 1]
     with pytest.raises(ValueError, match=r"belongs to another run.*\['consistency'\]"):
-        train_voxel_cgan(_tiny_cfg(epochs=3, consistency=1.0), tmp_path, progress=False)
+        fit("voxel_cgan", _fit_cfg("voxel_cgan", epochs=3, consistency=1.0), tmp_path, "cpu", progress=False)
 
 
-def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
-    lin = torch.nn.Linear(2, 1)
-    opt = torch.optim.SGD(lin.parameters(), 0.1)
-    state = TrainState({"m": lin}, {"m": opt}, torch.Generator().manual_seed(0))
-    values = iter([1.0, 0.5, float("nan")])
-    fit(state, lambda st: {"loss_g": next(values)}, 2, tmp_path, progress=False)
-    before = (tmp_path / "checkpoint.pt").read_bytes()
-    with pytest.raises(FloatingPointError, match=r"loss_g.*NaN/inf at epoch 2.*last good checkpoint"):
-        fit(state, lambda st: {"loss_g": next(values)}, 4, tmp_path, progress=False)
-    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+def _diverging(system: str, how: str, from_epoch: int = 2):
+    """The system with its step wrapped: from ``from_epoch`` on, ``"loss"``: the step reports a NaN critic loss;
+    ``"weights"``: D's weights turn NaN before the step (a diverged critic; the step itself notices)."""
+    real = get_system(system)
+
+    def step(models, optimizers, batch, cfg, state):
+        if state.epoch >= from_epoch and how == "weights":
+            with torch.no_grad():
+                next(models["D"].parameters()).fill_(float("nan"))
+        out = real.step(models, optimizers, batch, cfg, state)
+        return {**out, "loss_d": float("nan")} if state.epoch >= from_epoch and how == "loss" else out
+
+    return dataclasses.replace(real, step=step)
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_nan_stops_training_and_keeps_last_good_checkpoint(system, tmp_path):
+    fit(system, _fit_cfg(system, epochs=2), tmp_path, "cpu", progress=False)
+    ckpt = tmp_path / CHECKPOINT_NAME
+    before = ckpt.read_bytes()
+    # a step reporting a NaN loss: the run stops at that batch, before anything is written
+    kept = f"the last good checkpoint is kept at {re.escape(str(ckpt))}"
+    with pytest.raises(FloatingPointError, match=rf"{system}: \['loss_d'\] became NaN/inf at epoch 2, batch \d+; "
+                                                 rf"{kept}"):
+        fit(_diverging(system, "loss"), _fit_cfg(system, epochs=4), tmp_path, "cpu", progress=False)
+    assert ckpt.read_bytes() == before
+    # a diverged critic: the step raises at the first batch of epoch 2, the message names the kept checkpoint
+    with pytest.raises(FloatingPointError, match=rf"{system}: epoch 2, batch \d+: .*NaN or inf.*; {kept}"):
+        fit(_diverging(system, "weights"), _fit_cfg(system, epochs=4), tmp_path, "cpu", progress=False)
+    assert ckpt.read_bytes() == before
+    good = load_checkpoint(ckpt)
+    assert good["epoch"] == 2 and all(torch.isfinite(t).all() for t in good["models"]["D"].values())
+    # and it resumes: with a sane critic the run finishes
+    assert list(fit(system, _fit_cfg(system, epochs=3), tmp_path, "cpu", progress=False).history["epoch"]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_torchrun_two_processes_keep_identical_weights(system, tmp_path):
+    # torchrun, 2 CPU processes (gloo): averaged gradients and rank-0 BatchNorm statistics keep both copies equal
+    r0, _ = run_two_processes(f"_ddp_worker.py {system}", tmp_path)
+    cfg = CONFIGS[system]()
+    seed_everything(cfg.seed)
+    initial = get_system(system).build(cfg, "cpu")[GENERATOR[system]].state_dict()  # the common initial weights
+    assert set(initial) == set(r0["G"])
+    assert any(not torch.equal(initial[k], r0["G"][k]) for k in initial)  # training moved them
+    assert len(r0["loss_d"]) == cfg.epochs
 
 
 def test_tiny_model_learns():
     # a small cGAN on 8 procedural cars: after 60 steps its samples match the real set far better than at start
     torch.manual_seed(0)
     real = make_conditions(procedural_shapes("car", 8, seed=0), 2)
-    data = torch.as_tensor(real, dtype=torch.float32)[:, :, None]
-    G, D = CGANGenerator(channels=(32, 16, 8, 8)), CGANDiscriminator(channels=(8, 8, 16, 32))
-    og = torch.optim.Adam(G.parameters(), 1e-3, betas=(0.5, 0.999))
-    od = torch.optim.Adam(D.parameters(), 1e-3, betas=(0.5, 0.999))
-    gen = torch.Generator().manual_seed(0)
-    before = evaluate_voxel_cgan(G, real, n_consistency=16, n_generated=8)
-    gate = {"acc": 0.0}
+    batch = {"voxels": torch.as_tensor(real, dtype=torch.float32)[:, :, None]}
+    models = {"G": CGANGenerator(channels=(32, 16, 8, 8)), "D": CGANDiscriminator(channels=(8, 8, 16, 32))}
+    opts = {k: torch.optim.Adam(m.parameters(), 1e-3, betas=(0.5, 0.999)) for k, m in models.items()}
+    cfg, state = _cgan_cfg(loss="bce"), _state(models, opts)
+    before = evaluate_voxel_cgan(models["G"], real, n_consistency=16, n_generated=8)
     for _ in range(60):
-        voxel_cgan_step(G, D, og, od, data, gate, "bce", generator=gen)
-    after = evaluate_voxel_cgan(G, real, n_consistency=16, n_generated=8)
+        voxel_cgan_step(models, opts, batch, cfg, state)
+    after = evaluate_voxel_cgan(models["G"], real, n_consistency=16, n_generated=8)
     # the trajectory is chaotic: rounding (which GEMM backend, which CPU) moves where 60 steps land. Over both GEMM
     # backends and seeds 0-2 on an Intel Xeon, IoU to the nearest real shape went from 0.066 to 0.13-0.49 and the
     # occupancy error from 18 to 0.01-0.58, so the bounds below hold with room and still fail an untrained G
@@ -186,6 +319,9 @@ def test_tiny_model_learns():
     assert after["occupancy_error"] < before["occupancy_error"] / 5, (before, after)
 
 
+# --------------------------------------------------------------------------------------------------
+# weights and cards
+# --------------------------------------------------------------------------------------------------
 def test_int8_per_channel_quantisation_error_bound():
     w = torch.randn(6, 3, 4, 4, 4)
     q, scale = quantize_int8(w)
@@ -212,15 +348,21 @@ def test_weights_dtypes_and_corrupt_files(tmp_path):
         save_weights(tmp_path / "x.safetensors", sd, dtype="bf8")
 
 
-def test_pretrained_round_trip_with_card(tmp_path):
-    cfg = _tiny_cfg()
+def _saved_generator(tmp_path):
+    cfg = _fit_cfg("voxel_cgan")
     torch.manual_seed(0)
     G = CGANGenerator().eval()
     path = save_pretrained(G, "voxel_cgan", cfg.to_dict(), tmp_path / "bce.safetensors", profile="smoke",
                            command="test", data="procedural", metrics={"aad": 0.5}, dtype="int8")
+    return G, path
+
+
+def test_pretrained_round_trip_with_card(tmp_path):
+    G, path = _saved_generator(tmp_path)
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["metrics"] == {"aad": 0.5} and card["weights"]["dtype"] == "int8" and card["parameters"] == 6_049_185
     G2, card2 = load_pretrained(path)
+    assert card2 == card and not G2.training
     z = torch.randn(4, 200)
     a, b = G(z, torch.tensor([0, 1, 0, 1])), G2(z, torch.tensor([0, 1, 0, 1]))
     assert metrics.avar(a, b) > 0.95  # int8 weights draw the same shapes
@@ -231,14 +373,26 @@ def test_pretrained_round_trip_with_card(tmp_path):
         load_pretrained(path)
 
 
-def test_torchrun_two_processes_keep_identical_weights(tmp_path):
-    # torchrun, 2 CPU processes (gloo): averaged gradients and rank-0 BatchNorm statistics keep both copies equal
-    r0, _ = run_two_processes("_ddp_worker.py", tmp_path)
-    torch.manual_seed(0)
-    G0 = CGANGenerator()  # the common initial weights: training moved them
-    assert not torch.equal(G0.state_dict()["net.0.weight"], r0["G"]["net.0.weight"])
+def test_pretrained_weights_other_than_the_cards_are_refused(tmp_path):
+    """The card's sha256 is checked: one flipped byte is refused naming both hashes; verify=False loads them."""
+    from voxhelpers.data.io import sha256
+
+    _, path = _saved_generator(tmp_path)
+    expected = json.loads(path.with_suffix(".json").read_text())["weights"]["sha256"]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # the last byte: a weight's low bits, the file still parses
+    path.write_bytes(bytes(data))
+    actual = sha256(path)
+    assert actual != expected
+    with pytest.raises(ValueError, match=rf"sha256 {actual} differs from its card's {expected}.*verify=False"):
+        load_pretrained(path)
+    G, card = load_pretrained(path, verify=False)
+    assert isinstance(G, CGANGenerator) and card["weights"]["sha256"] == expected
 
 
+# --------------------------------------------------------------------------------------------------
+# the allocator
+# --------------------------------------------------------------------------------------------------
 _FAULTS_SCRIPT = """
 import resource, sys, torch
 if sys.argv[1] == "retain":
@@ -270,32 +424,16 @@ def test_retain_freed_memory_stops_the_page_faults_of_reallocation():
     assert last_round_faults("retain") < 2 * 10240
 
 
-def test_consistency_schedule():
-    """--consistency-start: no term for that fraction of the epochs, then a linear ramp over 10 % of them."""
-    from voxhelpers.training import consistency_weight
+def test_summarise_epoch_sums_steps_averages_finite_values_and_repeats_the_last():
+    from voxhelpers.systems import summarise_epoch
 
-    w = [consistency_weight(e, 100, 4.0, 0.5) for e in range(100)]
-    assert w[:51] == [0.0] * 51 and w[55] == pytest.approx(2.0) and w[60:] == [4.0] * 40
-    assert all(a <= b for a, b in zip(w[:-1], w[1:], strict=True))
-    assert {consistency_weight(e, 100, 4.0) for e in range(100)} == {4.0}  # start 0: the weight throughout
-    for bad in (-0.1, 1.0):
-        with pytest.raises(ValueError, match="consistency_start must be a fraction"):
-            consistency_weight(0, 100, 4.0, bad)
-
-
-def test_cli_records_recipe_options_in_card(data_root, tmp_path):
-    """--pairing-steps, --consistency and --condition reach the config, the card's command and the stored generator."""
-    from voxhelpers.training import _main
-
-    export = tmp_path / "m"
-    _main(["voxel_cgan", "--category", "car", "--loss", "bce", "--profile", "smoke", "--pairing-steps", "2",
-           "--consistency", "0.5", "--consistency-start", "0.5", "--condition", "onehot",
-           "--out", str(tmp_path / "runs"), "--export", str(export)])
-    card = json.loads((export / "bce.json").read_text())
-    assert card["config"]["pairing_steps"] == 2 and card["config"]["condition"] == "onehot"
-    assert card["config"]["consistency"] == 0.5 and card["config"]["consistency_start"] == 0.5
-    assert card["command"].endswith("--pairing-steps 2 --consistency 0.5 --consistency-start 0.5 --condition onehot")
-    history = pd.read_csv(tmp_path / "runs" / "car" / "bce" / "history.csv")  # smoke: 3 epochs, on from epoch 1.5
-    assert list(history["consistency_weight"]) == [0.0, 0.0, 0.5]
-    G, _ = load_pretrained(export / "bce.safetensors")
-    assert G.n_conditions == 2 and G.net[0].in_channels == G.z_dim + 2  # one-hot: one input per condition
+    nan, last = float("nan"), {}
+    rows = [{"loss_d": 1.0, "loss_g": nan, "g_steps": 0.0, "d_steps": 2.0},
+            {"loss_d": 3.0, "loss_g": 2.0, "g_steps": 1.0, "d_steps": 2.0}]
+    # loss_d (1 + 3) / 2 = 2; loss_g: the mean of its one finite value; *_steps summed: 0 + 1 and 2 + 2
+    assert summarise_epoch(rows, last) == {"loss_d": 2.0, "loss_g": 2.0, "g_steps": 1.0, "d_steps": 4.0}
+    assert last == {"loss_d": 2.0, "loss_g": 2.0}
+    # an epoch without a generator step repeats the last generator loss; a key never finite stays NaN
+    row = summarise_epoch([{"loss_d": 5.0, "loss_g": nan, "g_steps": 0.0, "loss_pair": nan}], last)
+    assert row["loss_d"] == 5.0 and row["loss_g"] == 2.0 and row["g_steps"] == 0.0 and np.isnan(row["loss_pair"])
+    assert last == {"loss_d": 5.0, "loss_g": 2.0}

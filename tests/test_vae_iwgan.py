@@ -2,33 +2,40 @@
 retrieval, evaluation, the by-object split, the config, training (resume, NaN stop, time limit), the command line
 and a tiny model learning. Tiny networks and batches, CPU only; no wall times."""
 
+import dataclasses
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from voxhelpers.config import VAE_IWGAN_PROFILES, VAEIWGANConfig, vae_iwgan_config
+from voxhelpers import cli
+from voxhelpers.config import VAEIWGANConfig, vae_iwgan_config
+from voxhelpers.data.grids import unique_grids
+from voxhelpers.data.sources import grid_up
+from voxhelpers.data.synthetic import procedural_shapes
 from voxhelpers.inference import (
-    _retrieval_features,
     evaluate_reconstruction,
     reconstruct,
     render_views,
     retrieval_baseline,
 )
-from voxhelpers.io import load_checkpoint
+from voxhelpers.inference.evaluation import _retrieval_features
 from voxhelpers.metrics import DEFAULT_THRESHOLDS, choose_threshold, iou, voxel_average_precision
 from voxhelpers.nets import VAEIWGAN, ImageEncoder, IWGANCritic, IWGANGenerator
 from voxhelpers.nets.voxel_gan import reparameterize, tanh_to_occupancy
-from voxhelpers.render import random_views, render_voxels
-from voxhelpers.steps import vae_iwgan_step
-from voxhelpers.synthetic import procedural_shapes
-from voxhelpers.training import TrainState, _main, fit, train_vae_iwgan, unique_grids, vae_iwgan_data
+from voxhelpers.ops.render import random_views, render_voxels
+from voxhelpers.plots import SampleSheets
+from voxhelpers.systems import get_system
+from voxhelpers.systems.vae_iwgan import step as vae_step
+from voxhelpers.training import fit, read_checkpoint
 
 TINY = {"g_channels": (16, 8, 8, 4), "d_channels": (4, 8, 8, 16), "z_dim": 16}
-STEP_KEYS = {"loss_d", "loss_gp", "wasserstein", "loss_rec", "loss_kl", "loss_e", "loss_g"}
+STEP_KEYS = {"loss_d", "loss_gp", "wasserstein", "loss_rec", "loss_kl", "loss_e", "loss_g", "g_steps"}
+SYSTEM = get_system("vae_iwgan")
 
 
 def _tiny_cfg(**kw):
@@ -36,6 +43,12 @@ def _tiny_cfg(**kw):
     base = dict(data="procedural:chair", max_shapes=12, batch_size=4, epochs=2, sample_every=100, image_size=64,
                 **TINY)
     return vae_iwgan_config("smoke", **{**base, **kw})
+
+
+def _fit(cfg, out_dir, **kw):
+    """Train as the command line does: the one loop, with sample sheets in ``out_dir/samples`` when there is one."""
+    sheets = [SampleSheets(SYSTEM, cfg, SYSTEM.data(cfg), out_dir)] if out_dir is not None else []
+    return fit("vae_iwgan", cfg, out_dir, device="cpu", progress=False, callbacks=sheets, **kw)
 
 
 def _keys(grids):
@@ -156,29 +169,46 @@ def test_choose_threshold_finds_the_known_best():
 # --------------------------------------------------------------------------------------------------
 # the joint update
 # --------------------------------------------------------------------------------------------------
+# the original's weighting (δ = 100 times the MEAN over voxels); tiny widths
+STEP_CFG = VAEIWGANConfig(image_size=64, z_dim=8, g_channels=(8, 8, 4, 4), d_channels=(4, 4, 8, 8), rec_weight=100.0,
+                          rec_reduction="mean")
+
+
 def _step_setup(d_seed=1, B=2):
+    """The image → voxel model (encoder, then generator), a critic, their optimisers and one batch of renders."""
     torch.manual_seed(0)
-    E = ImageEncoder(3, 64, z_dim=8)
-    G = IWGANGenerator(z_dim=8, channels=(8, 8, 4, 4))
+    model = VAEIWGAN(64, 8, 3, (8, 8, 4, 4))
     torch.manual_seed(d_seed)
     D = IWGANCritic(channels=(4, 4, 8, 8))
-    opts = [torch.optim.Adam(n.parameters(), lr=1e-3, betas=(0.5, 0.9)) for n in (E, G, D)]
+    adam = lambda net: torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.9))  # noqa: E731
+    opts = {"E": adam(model.encoder), "G": adam(model.generator), "D": adam(D)}
     data = torch.Generator().manual_seed(1)
     images = torch.rand(B, 3, 64, 64, generator=data)
     real = (torch.rand(B, 1, 32, 32, 32, generator=data) > 0.8).float()
-    return E, G, D, opts, images, real
+    return {"model": model, "D": D}, opts, {"images": images, "voxels": real}
+
+
+def _state(step, generator=None):
+    """The run state a step reads: the batch index and the draw generator."""
+    return SimpleNamespace(generator=generator or torch.Generator().manual_seed(0), extra={}, epoch=0, step=step)
+
+
+def _nets(models):
+    return models["model"].encoder, models["model"].generator, models["D"]
 
 
 def test_vae_iwgan_step_updates_each_network_on_its_schedule():
-    E, G, D, (oe, og, od), images, real = _step_setup()
+    models, opts, batch = _step_setup()
+    E, G, D = _nets(models)
     g = torch.Generator().manual_seed(0)
     for step in (0, 1, 2, 5, 7):  # n_critic 5: the generator moves at 0 and 5 only
         before = {"E": _snapshot(E), "G": _snapshot(G)}
         before_d = {n: p.detach().clone() for n, p in D.named_parameters()}
-        out = vae_iwgan_step(E, G, D, oe, og, od, images, real, step, generator=g)
+        out = vae_step(models, opts, batch, STEP_CFG, _state(step, g))
         assert set(out) == STEP_KEYS
+        assert out["g_steps"] == (1.0 if step % 5 == 0 else 0.0), step
         assert all(_moved(before["E"], E)), step  # the encoder every batch
-        # every critic parameter moves except the output bias (its gradient cancels exactly, as in iwgan_step)
+        # every critic parameter moves except the output bias (its gradient cancels exactly, as in the iwgan step)
         d_moved = {n: not torch.equal(before_d[n], p) for n, p in D.named_parameters()}
         assert d_moved.pop("fc.bias") is False and all(d_moved.values()), step
         if step % 5 == 0:
@@ -194,15 +224,17 @@ def test_vae_iwgan_step_updates_each_network_on_its_schedule():
 
 
 def test_vae_iwgan_step_losses_follow_their_definitions():
-    E, G, D, (oe, og, od), images, real = _step_setup()
+    models, opts, batch = _step_setup()
+    E, G, D = _nets(models)
+    images, real = batch["images"], batch["voxels"]
+    cfg = dataclasses.replace(STEP_CFG, rec_weight=3.0, kl_weight=0.5)
     # the same forward pass by hand: μ, log σ = E(images), z = μ + σ·ε on a twin generator, p̃ = (G(z) + 1)/2
     with torch.no_grad():
         mu, log_sigma = E(images)
         fake = G(reparameterize(mu, log_sigma, torch.Generator().manual_seed(7)))
         rec = ((tanh_to_occupancy(fake) - real) ** 2).mean().item()
         kl = (0.5 * (mu**2 + (2 * log_sigma).exp() - 1 - 2 * log_sigma).sum(1)).mean().item()
-    out = vae_iwgan_step(E, G, D, oe, og, od, images, real, 0, rec_weight=3.0, kl_weight=0.5,
-                         generator=torch.Generator().manual_seed(7))
+    out = vae_step(models, opts, batch, cfg, _state(0, torch.Generator().manual_seed(7)))
     assert out["loss_rec"] == pytest.approx(rec, rel=1e-5)
     assert out["loss_kl"] == pytest.approx(kl, rel=1e-5)
     assert out["loss_e"] == pytest.approx(3.0 * rec + 0.5 * kl, rel=1e-5)
@@ -211,39 +243,56 @@ def test_vae_iwgan_step_losses_follow_their_definitions():
         adversarial = -D(fake).mean().item()
     assert out["loss_g"] == pytest.approx(adversarial + 3.0 * rec, rel=1e-5)
     # reproducible from the same state and generator
-    again = _step_setup()
-    E2, G2, D2, (oe2, og2, od2), images2, real2 = again
-    assert vae_iwgan_step(E2, G2, D2, oe2, og2, od2, images2, real2, 0, rec_weight=3.0, kl_weight=0.5,
-                          generator=torch.Generator().manual_seed(7)) == out
+    models2, opts2, batch2 = _step_setup()
+    assert vae_step(models2, opts2, batch2, cfg, _state(0, torch.Generator().manual_seed(7))) == out
+
+
+def test_vae_iwgan_step_renders_views_when_no_images_are_given():
+    # without batch["images"] each object is rendered from a random view drawn on state.generator: the same draws
+    # by hand (views first, then ε) give the same update
+    models, opts, batch = _step_setup()
+    real = batch["voxels"]
+    g = torch.Generator().manual_seed(4)
+    az, el = random_views(2, g, tuple(STEP_CFG.elevation_range))
+    images = render_voxels(real, az, el, 64, up=grid_up(STEP_CFG.data))
+    by_hand = vae_step(models, opts, {"images": images, "voxels": real}, STEP_CFG, _state(0, g))
+    models2, opts2, _ = _step_setup()
+    drawn = vae_step(models2, opts2, {"voxels": real}, STEP_CFG, _state(0, torch.Generator().manual_seed(4)))
+    assert drawn == by_hand
+    for net, twin in zip(_nets(models), _nets(models2), strict=True):
+        assert _same(_snapshot(net), _snapshot(twin))
 
 
 def test_adversarial_term_never_reaches_the_encoder():
     # with no reconstruction and no KL weight the encoder's gradient is exactly 0 and Adam (no weight decay)
     # leaves it where it is, on generator and critic-only batches alike; the generator still moves (adversarially)
-    E, G, D, (oe, og, od), images, real = _step_setup()
-    assert oe.param_groups[0]["weight_decay"] == 0
+    models, opts, batch = _step_setup()
+    E, G, _ = _nets(models)
+    assert opts["E"].param_groups[0]["weight_decay"] == 0
+    cfg = dataclasses.replace(STEP_CFG, rec_weight=0.0, kl_weight=0.0)
     g = torch.Generator().manual_seed(0)
     for step in (0, 1, 5):
         before_e, before_g = _snapshot(E), _snapshot(G)
-        out = vae_iwgan_step(E, G, D, oe, og, od, images, real, step, rec_weight=0.0, kl_weight=0.0, generator=g)
+        out = vae_step(models, opts, batch, cfg, _state(step, g))
         assert not any(_moved(before_e, E)), step
         assert out["loss_e"] == 0.0
         assert all(_moved(before_g, G)) == (step % 5 == 0), step
     # with the default weights: a different critic changes the generator's update, never the encoder's
     runs = []
     for d_seed in (1, 2):
-        E, G, D, (oe, og, od), images, real = _step_setup(d_seed)
-        vae_iwgan_step(E, G, D, oe, og, od, images, real, 0, generator=torch.Generator().manual_seed(3))
+        models, opts, batch = _step_setup(d_seed)
+        vae_step(models, opts, batch, STEP_CFG, _state(0, torch.Generator().manual_seed(3)))
+        E, G, _ = _nets(models)
         runs.append((_snapshot(E), _snapshot(G)))
     (e1, g1), (e2, g2) = runs
     assert all(torch.equal(a, b) for a, b in zip(e1, e2, strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(g1, g2, strict=True))
 
 
-def _one_step(**kw):
-    E, G, D, (oe, og, od), images, real = _step_setup()
-    vae_iwgan_step(E, G, D, oe, og, od, images, real, 0, generator=torch.Generator().manual_seed(3), **kw)
-    return _snapshot(E), _snapshot(G), _snapshot(D)
+def _one_step(**options):
+    models, opts, batch = _step_setup()
+    vae_step(models, opts, batch, dataclasses.replace(STEP_CFG, **options), _state(0, torch.Generator().manual_seed(3)))
+    return tuple(_snapshot(net) for net in _nets(models))
 
 
 def _same(a, b):
@@ -261,29 +310,39 @@ def test_each_weight_reaches_only_its_networks():
 
 
 def test_vae_iwgan_step_errors():
-    E, G, D, (oe, og, od), images, real = _step_setup()
-    before = [_snapshot(n) for n in (E, G, D)]
-    with pytest.raises(ValueError, match="images must be"):
-        vae_iwgan_step(E, G, D, oe, og, od, images[:1], real, 0)
-    with pytest.raises(ValueError, match="images must be"):
-        vae_iwgan_step(E, G, D, oe, og, od, images[:, 0], real, 0)
-    with pytest.raises(ValueError, match=r"real must be \(B, 1, 32, 32, 32\)"):
-        vae_iwgan_step(E, G, D, oe, og, od, images, real[:, 0], 0)
-    with pytest.raises(ValueError, match=r"real must be \(B, 1, 32, 32, 32\)"):
-        vae_iwgan_step(E, G, D, oe, og, od, images, real.expand(2, 2, 32, 32, 32), 0)
-    for kw in ({"rec_weight": -1.0}, {"kl_weight": -0.1}, {"gp_weight": -1.0}, {"n_critic": 0}, {"step": -1}):
-        with pytest.raises(ValueError, match="non-negative weights"):
-            vae_iwgan_step(E, G, D, oe, og, od, images, real, **{"step": 0, **kw})
+    models, opts, batch = _step_setup()
+    images, real = batch["images"], batch["voxels"]
+    before = [_snapshot(n) for n in _nets(models)]
+
+    def step(images=images, voxels=real, cfg=STEP_CFG, index=0):
+        return vae_step(models, opts, {"images": images, "voxels": voxels}, cfg, _state(index))
+
+    with pytest.raises(ValueError, match=r"batch\['images'\] must be \(B, C, S, S\) with B = 2"):
+        step(images=images[:1])
+    with pytest.raises(ValueError, match=r"batch\['images'\] must be"):
+        step(images=images[:, 0])
+    with pytest.raises(ValueError, match=r"batch\['voxels'\] must be \(B, 1, 32, 32, 32\)"):
+        step(voxels=real[:, 0])
+    with pytest.raises(ValueError, match=r"batch\['voxels'\] must be \(B, 1, 32, 32, 32\)"):
+        step(voxels=real.expand(2, 2, 32, 32, 32))
+    # weights and n_critic are refused where they are set, the config; a negative batch index by the step
+    for kw, match in (({"rec_weight": -1.0}, "rec_weight and kl_weight must be >= 0"),
+                      ({"kl_weight": -0.1}, "rec_weight and kl_weight must be >= 0"),
+                      ({"gp_weight": -1.0}, "gp_weight >= 0"), ({"n_critic": 0}, "n_critic")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(STEP_CFG, **kw)
+    with pytest.raises(ValueError, match="state.step"):
+        step(index=-1)
     with pytest.raises(ValueError, match="binary"):
-        vae_iwgan_step(E, G, D, oe, og, od, images, real * 0.5, 0)
+        step(voxels=real * 0.5)
     with pytest.raises(ValueError, match=r"img must be \(B, 3, 64, 64\)"):
-        vae_iwgan_step(E, G, D, oe, og, od, images[:, :, :32, :32], real, 0)
-    for b, net in zip(before, (E, G, D), strict=True):  # a refused batch changes nothing
+        step(images=images[:, :, :32, :32])
+    for b, net in zip(before, _nets(models), strict=True):  # a refused batch changes nothing
         assert not any(_moved(b, net))
     with torch.no_grad():
-        D.fc.bias.fill_(float("nan"))
+        models["D"].fc.bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="NaN or inf"):
-        vae_iwgan_step(E, G, D, oe, og, od, images, real, 1)
+        step(index=1)
 
 
 class FrozenNaNCritic(IWGANCritic):
@@ -295,14 +354,15 @@ class FrozenNaNCritic(IWGANCritic):
 
 
 def test_vae_iwgan_step_checks_the_generator_steps_scores():
-    E, G, _, (oe, og, _), images, real = _step_setup()
+    models, opts, batch = _step_setup()
     D = FrozenNaNCritic(channels=(4, 4, 8, 8))
-    od = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    out = vae_iwgan_step(E, G, D, oe, og, od, images, real, 1)  # no generator step: all finite
+    models["D"], opts["D"] = D, torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    G = models["model"].generator
+    out = vae_step(models, opts, batch, STEP_CFG, _state(1))  # no generator step: all finite
     assert math.isfinite(out["loss_d"]) and math.isnan(out["loss_g"])
     before_g = _snapshot(G)
     with pytest.raises(FloatingPointError, match=r"reconstructed samples is NaN or inf \(step 5\)"):
-        vae_iwgan_step(E, G, D, oe, og, od, images, real, 5)
+        vae_step(models, opts, batch, STEP_CFG, _state(5))
     assert not any(_moved(before_g, G))  # no update from a NaN loss
     assert all(p.requires_grad for p in D.parameters())  # unfrozen again
 
@@ -492,7 +552,10 @@ def test_evaluate_reconstruction_protocol():
 # --------------------------------------------------------------------------------------------------
 def test_split_by_object_is_disjoint_and_complete():
     cfg = _tiny_cfg(max_shapes=20)
-    train, val, test = vae_iwgan_data(cfg)
+    splits = SYSTEM.data(cfg)
+    train, val, test = splits.train, splits.held_out["validation"], splits.held_out["test"]
+    assert set(splits.held_out) == {"validation", "test"}
+    assert "14 train / 3 validation / 3 test" in splits.description and "not real data" in splits.description
     assert (len(train), len(val), len(test)) == (14, 3, 3)  # 30 % of 20 held back, half of 6 to validation
     assert train.dtype == val.dtype == test.dtype == bool and train.shape[1:] == (32, 32, 32)
     parts = [_keys(p) for p in (train, val, test)]
@@ -500,12 +563,13 @@ def test_split_by_object_is_disjoint_and_complete():
     assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
     everything = _keys(unique_grids(procedural_shapes("chair", 20, seed=0)))
     assert parts[0] | parts[1] | parts[2] == everything and len(everything) == 20
-    again = vae_iwgan_data(cfg)
+    again = SYSTEM.data(cfg)
+    again = (again.train, again.held_out["validation"], again.held_out["test"])
     assert all(np.array_equal(a, b) for a, b in zip(again, (train, val, test), strict=True))
-    uneven = vae_iwgan_data(_tiny_cfg(max_shapes=20, val_fraction=0.34))  # round(0.34 · 6) = 2 to validation
-    assert [len(p) for p in uneven] == [14, 2, 4]
+    uneven = SYSTEM.data(_tiny_cfg(max_shapes=20, val_fraction=0.34))  # round(0.34 · 6) = 2 to validation
+    assert [len(uneven.train), len(uneven.held_out["validation"]), len(uneven.held_out["test"])] == [14, 2, 4]
     with pytest.raises(ValueError, match=r"1 held-back shape\(s\); need at least 2"):
-        vae_iwgan_data(_tiny_cfg(max_shapes=4, holdout=0.1))  # 1 held back: no room for validation and test
+        SYSTEM.data(_tiny_cfg(max_shapes=4, holdout=0.1))  # 1 held back: no room for validation and test
 
 
 def test_config_defaults_profiles_and_errors():
@@ -517,7 +581,7 @@ def test_config_defaults_profiles_and_errors():
         VAEIWGANConfig(rec_reduction="max")
     assert (cfg.z_dim, cfg.n_critic, cfg.gp_weight, cfg.lr) == (200, 5, 10.0, 1e-4)  # inherited
     smoke = vae_iwgan_config("smoke")
-    for k, v in VAE_IWGAN_PROFILES["smoke"].items():
+    for k, v in VAEIWGANConfig.PROFILES["smoke"].items():
         assert getattr(smoke, k) == v, k
     assert (smoke.epochs, smoke.batch_size, smoke.max_shapes, smoke.image_size) == (2, 8, 24, 64)
     assert vae_iwgan_config("smoke", epochs=5, seed=3).epochs == 5  # overrides win over the profile
@@ -545,7 +609,9 @@ def test_config_defaults_profiles_and_errors():
 # --------------------------------------------------------------------------------------------------
 def test_training_writes_checkpoint_and_sheets(tmp_path):
     # sample_every 100: a sheet at epoch 0 and one after the last epoch, one checkpoint at the end
-    model, D, hist = train_vae_iwgan(_tiny_cfg(sample_every=100), tmp_path, device="cpu", progress=False)
+    result = _fit(_tiny_cfg(sample_every=100), tmp_path)
+    model, D, hist = result.model, result.models["D"], result.history
+    assert model is result.models["model"]  # no moving average: the trained model is shipped
     assert isinstance(model, VAEIWGAN) and isinstance(D, IWGANCritic)
     assert (tmp_path / "checkpoint.pt").is_file()
     assert sorted(p.name for p in (tmp_path / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png"]
@@ -554,14 +620,16 @@ def test_training_writes_checkpoint_and_sheets(tmp_path):
     # 8 training shapes, batch 4: batches 0..3, the generator steps at batch 0 only
     assert list(hist["g_steps"]) == [1.0, 0.0] and hist["loss_g"][1] == hist["loss_g"][0]
     assert np.isfinite(hist.drop(columns="epoch").to_numpy()).all()
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["epoch"] == 2 and ckpt["extra"]["step"] == 4 and set(ckpt["models"]) == {"model", "D", "ema"}
+    ckpt = read_checkpoint(tmp_path / "checkpoint.pt")  # the batch counter is a field of the state now
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and set(ckpt["models"]) == {"model", "D", "ema"}
+    assert set(ckpt["optimizers"]) == {"E", "G", "D"}
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    model_a, D_a, hist_a = train_vae_iwgan(_tiny_cfg(epochs=2), tmp_path / "a", device="cpu", progress=False)
-    train_vae_iwgan(_tiny_cfg(epochs=1), tmp_path / "b", device="cpu", progress=False)  # stopped after epoch 0
-    model_b, D_b, hist_b = train_vae_iwgan(_tiny_cfg(epochs=2), tmp_path / "b", device="cpu", progress=False)
+    run_a = _fit(_tiny_cfg(epochs=2), tmp_path / "a")
+    _fit(_tiny_cfg(epochs=1), tmp_path / "b")  # stopped after epoch 0
+    run_b = _fit(_tiny_cfg(epochs=2), tmp_path / "b")
+    (model_a, D_a, hist_a), (model_b, D_b, hist_b) = ((r.model, r.models["D"], r.history) for r in (run_a, run_b))
     for a, b in ((model_a, model_b), (D_a, D_b)):
         sa, sb = a.state_dict(), b.state_dict()
         assert list(sa) == list(sb)
@@ -569,14 +637,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
             assert torch.equal(sa[name], sb[name]), name
     assert hist_a.equals(hist_b) and list(hist_b["epoch"]) == [0, 1]
     # a fresh run without a folder starts from the same weights but is not the resumed one (it trained)
-    fresh, _, _ = train_vae_iwgan(_tiny_cfg(epochs=0), None, device="cpu", progress=False)
+    fresh = _fit(_tiny_cfg(epochs=0), None).model
     assert any(not torch.equal(x, y) for x, y in zip(fresh.state_dict().values(), model_a.state_dict().values(),
                                                      strict=True))
 
 
 def test_ema_model_is_returned_when_enabled():
-    ema, _, _ = train_vae_iwgan(_tiny_cfg(epochs=1, ema_decay=0.5), None, device="cpu", progress=False)
-    plain, _, _ = train_vae_iwgan(_tiny_cfg(epochs=1), None, device="cpu", progress=False)
+    result = _fit(_tiny_cfg(epochs=1, ema_decay=0.5), None)
+    ema, plain = result.model, _fit(_tiny_cfg(epochs=1), None).model
+    assert ema is result.models["ema"]
     assert isinstance(ema, VAEIWGAN) and all(not p.requires_grad for p in ema.parameters())  # the frozen average
     assert all(p.requires_grad for p in plain.parameters())
     assert not _same(list(ema.parameters()), list(plain.parameters()))
@@ -585,11 +654,11 @@ def test_ema_model_is_returned_when_enabled():
 def test_training_rejects_bad_volumes():
     grids = procedural_shapes("chair", 4)
     with pytest.raises(ValueError, match="binary"):
-        train_vae_iwgan(_tiny_cfg(), None, device="cpu", volumes=np.where(grids, 1.0, 0.5), progress=False)
+        _fit(_tiny_cfg(), None, data=np.where(grids, 1.0, 0.5))
     with pytest.raises(ValueError, match=r"\(N, 32, 32, 32\)"):
-        train_vae_iwgan(_tiny_cfg(), None, device="cpu", volumes=grids[:, :16, :16, :16], progress=False)
+        _fit(_tiny_cfg(), None, data=grids[:, :16, :16, :16])
     with pytest.raises(ValueError, match="non-empty"):
-        train_vae_iwgan(_tiny_cfg(), None, device="cpu", volumes=grids[:0], progress=False)
+        _fit(_tiny_cfg(), None, data=grids[:0])
 
 
 def test_nan_critic_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -605,51 +674,43 @@ def test_nan_critic_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
         return out
 
     monkeypatch.setattr(IWGANCritic, "forward", counting_forward)
-    train_vae_iwgan(cfg, None, device="cpu", progress=False)  # counts the critic calls of two good epochs
+    _fit(cfg, None)  # counts the critic calls of two good epochs
     calls.update(n=0, nan_from=calls["n"])  # the same run again diverges at the first batch of epoch 2
     run = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=r"epoch 2, batch 4.*NaN or inf") as err:
-        train_vae_iwgan(_tiny_cfg(sample_every=1, epochs=4), run, device="cpu", progress=False)
+        _fit(_tiny_cfg(sample_every=1, epochs=4), run)
     assert str(run / "checkpoint.pt") in str(err.value)
-    ckpt = load_checkpoint(run / "checkpoint.pt")
-    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2 and ckpt["extra"]["step"] == 4
+    ckpt = read_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2 and ckpt["step"] == 4
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png"]
     # the kept checkpoint resumes: with a sane critic the run finishes its 4 epochs
     monkeypatch.setattr(IWGANCritic, "forward", forward)
-    _, _, hist = train_vae_iwgan(_tiny_cfg(sample_every=1, epochs=4), run, device="cpu", progress=False)
+    hist = _fit(_tiny_cfg(sample_every=1, epochs=4), run).history
     assert list(hist["epoch"]) == [0, 1, 2, 3] and np.isfinite(hist["loss_d"]).all()
 
 
 def test_fit_max_minutes_zero_stops_after_one_epoch(tmp_path):
-    lin = torch.nn.Linear(2, 1)
-    state = TrainState({"m": lin}, {"m": torch.optim.SGD(lin.parameters(), 0.1)}, torch.Generator().manual_seed(0))
-    ran = []
-
-    def run_epoch(st):
-        ran.append(st.epoch)
-        return {"loss_g": 1.0 / (st.epoch + 1)}
-
-    hist = fit(state, run_epoch, 5, tmp_path, checkpoint_every=100, progress=False, max_minutes=0)
-    assert ran == [0] and list(hist["epoch"]) == [0] and state.epoch == 1
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")  # written although checkpoint_every is 100
-    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
+    cfg = _tiny_cfg(epochs=2, sample_every=100)
+    messages = []
+    first = _fit(cfg, tmp_path, max_minutes=0, log=messages.append)
+    assert list(first.history["epoch"]) == [0] and first.state.epoch == 1 and first.state.step == 2
+    ckpt = read_checkpoint(tmp_path / "checkpoint.pt")  # written although sample_every is 100
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1 and ckpt["step"] == 2
+    assert not messages  # nothing to resume from
     # a later call with the same budget and no limit resumes from there
-    lin2 = torch.nn.Linear(2, 1)
-    state2 = TrainState({"m": lin2}, {"m": torch.optim.SGD(lin2.parameters(), 0.1)}, torch.Generator())
-    hist = fit(state2, run_epoch, 5, tmp_path, checkpoint_every=100, progress=False)
-    assert ran == [0, 1, 2, 3, 4] and list(hist["epoch"]) == [0, 1, 2, 3, 4]
-    assert torch.equal(lin2.weight, lin.weight)  # the weights came from the checkpoint
+    rest = _fit(cfg, tmp_path, log=messages.append)
+    assert messages == [f"resuming from epoch 1 of 2, {tmp_path / 'checkpoint.pt'}"]
+    assert list(rest.history["epoch"]) == [0, 1] and rest.state.step == 4
+    assert rest.history.iloc[:1].equals(first.history)  # the first epoch's row came from the checkpoint
     # without an output folder the limit still stops after one epoch
-    state3 = TrainState({"m": lin}, {"m": torch.optim.SGD(lin.parameters(), 0.1)}, torch.Generator())
-    assert len(fit(state3, run_epoch, 5, None, progress=False, max_minutes=0)) == 1
+    assert len(_fit(cfg, None, max_minutes=0).history) == 1
 
 
 def test_cli_time_limit_export_and_evaluation(tmp_path):
     # the smoke profile (paper-size networks, 64² renders), stopped by --max-minutes 0 after one epoch
-    out, export = tmp_path / "runs", tmp_path / "m"
-    _main(["vae_iwgan", "--data", "procedural:chair", "--profile", "smoke", "--out", str(out), "--export",
-           str(export), "--evaluate", "--device", "cpu", "--max-minutes", "0"])
-    run = out / "procedural_chair"
+    run, export = tmp_path / "run", tmp_path / "m"  # --out is the run folder itself
+    assert cli.main(["train", "vae_iwgan", "--data", "procedural:chair", "--profile", "smoke", "--out", str(run),
+                     "--export", str(export), "--evaluate", "--device", "cpu", "--max-minutes", "0"]) == 0
     assert (run / "checkpoint.pt").is_file() and len(pd.read_csv(run / "history.csv")) == 1
     card = json.loads((export / "reconstruction.json").read_text())
     assert card["system"] == "vae_iwgan" and card["epochs"] == 1 and card["config"]["epochs"] == 1
@@ -668,7 +729,7 @@ def test_cli_time_limit_export_and_evaluation(tmp_path):
 def test_tiny_model_learns_to_reconstruct():
     # 8 training chairs, 64² renders, a generator step every batch (n_critic 1), lr 1e-3: 60 joint updates
     cfg = _tiny_cfg(epochs=30, n_critic=1, lr=1e-3)
-    _, _, hist = train_vae_iwgan(cfg, None, device="cpu", progress=False)
+    hist = _fit(cfg, None).history
     rec = hist["loss_rec"].to_numpy()
     assert len(rec) == 30 and list(hist["g_steps"]) == [2.0] * 30
     assert rec[-1] < 0.5 * rec[0], rec
@@ -680,17 +741,21 @@ def test_summed_reconstruction_and_generator_every_batch():
     # g_rec_every_batch: G also moves on the batches between its adversarial steps (loss_g stays NaN there)
     torch.manual_seed(0)
     E, G, D = ImageEncoder(3, 64, 200), IWGANGenerator(200, channels=(16, 8, 8, 4)), IWGANCritic((4, 8, 8, 16))
-    opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in (E, G, D)]
-    real = (torch.rand(4, 1, 32, 32, 32) > 0.8).float()
-    images = torch.rand(4, 3, 64, 64)
+    models = {"model": SimpleNamespace(encoder=E, generator=G), "D": D}  # the step reads .encoder and .generator
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in (("E", E), ("G", G), ("D", D))}
+    batch = {"voxels": (torch.rand(4, 1, 32, 32, 32) > 0.8).float(), "images": torch.rand(4, 3, 64, 64)}
+    cfg = VAEIWGANConfig(image_size=64, rec_weight=2.0, kl_weight=0.0, rec_reduction="sum", g_rec_every_batch=True)
     before = [p.detach().clone() for p in G.parameters()]
-    out = vae_iwgan_step(E, G, D, *opts, images, real, 1, rec_weight=2.0, kl_weight=0.0,
-                         generator=torch.Generator().manual_seed(1), rec_reduction="sum", g_rec_every_batch=True)
+    out = vae_step(models, opts, batch, cfg, _state(1, torch.Generator().manual_seed(1)))
     assert out["loss_e"] == pytest.approx(2.0 * 32**3 * out["loss_rec"], rel=1e-4)
-    assert math.isnan(out["loss_g"])
+    assert math.isnan(out["loss_g"]) and out["g_steps"] == 0.0  # a reconstruction step is not a generator step
     assert any(not torch.equal(b, p) for b, p in zip(before, G.parameters(), strict=True))
+    # without g_rec_every_batch G stays put on that batch
+    before = [p.detach().clone() for p in G.parameters()]
+    vae_step(models, opts, batch, dataclasses.replace(cfg, g_rec_every_batch=False), _state(1))
+    assert all(torch.equal(b, p) for b, p in zip(before, G.parameters(), strict=True))
     with pytest.raises(ValueError, match="rec_reduction"):
-        vae_iwgan_step(E, G, D, *opts, images, real, 1, rec_reduction="max")
+        dataclasses.replace(cfg, rec_reduction="max")
 
 
 def test_average_precision_rejects_different_grid_shapes_with_equal_voxel_counts():
@@ -698,13 +763,3 @@ def test_average_precision_rejects_different_grid_shapes_with_equal_voxel_counts
     t = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0.0]).reshape(1, 8, 1, 1)
     with pytest.raises(ValueError, match="same"):
         voxel_average_precision(p, t)
-
-
-def test_torchrun_two_processes_keep_identical_vae_iwgan_weights(tmp_path):
-    # torchrun, 2 CPU processes (gloo): encoder, generator and critic stay bit-identical across processes
-    from conftest import run_two_processes
-
-    r0, _ = run_two_processes("_ddp_vae_worker.py", tmp_path)
-    torch.manual_seed(0)
-    fresh = VAEIWGAN(64, 200, 3, (16, 8, 8, 4))  # the common initial weights: training moved them
-    assert not torch.equal(fresh.state_dict()["encoder.mu.weight"], r0["G"]["encoder.mu.weight"])

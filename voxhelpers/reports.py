@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .config.voxel_cgan import VoxelCGANConfig
 from .losses import HYBRID_LOSS_TITLES, HYBRID_LOSSES
 
 #: The seed's Tables 1 and 2 (AAD / AVAR, README of Va-un/Hybridized-Loss-Functions-for-3D-Conditional-GANs).
@@ -31,7 +32,8 @@ def voxel_cgan_cards(folder: str | Path) -> dict[tuple[str, str], dict]:
     for path in sorted(Path(folder).glob("*/*.json")):
         card = json.loads(path.read_text())
         if card.get("system") == "voxel_cgan":
-            cards[(card["config"]["category"], card["config"]["loss"])] = {**card, "path": str(path)}
+            cfg = VoxelCGANConfig.from_dict(card["config"])
+            cards[(cfg.category, cfg.loss)] = {**card, "path": str(path)}
     return cards
 
 

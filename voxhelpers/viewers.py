@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .plots import _as_volume_list, _binarize, _check_finite, _check_titles, _to_numpy
+from .plots._checks import _as_volume_list, _binarize, _check_finite, _check_titles, _to_numpy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import ipywidgets

@@ -1,5 +1,7 @@
+"""``python -m voxhelpers.bench``: run the benchmarks (see :func:`voxhelpers.bench.core.main` for the flags)."""
+
 import sys
 
 from . import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m voxhelpers.bench"))

@@ -4,47 +4,50 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import torch
 
-from . import _FORMATS, BenchCase, BenchOptions, _random_grids, register_case
+from .core import _FORMATS, BenchCase, BenchOptions, _random_grids, register_case
 
 
 def _voxel_cgan_models(opts: BenchOptions, fmt: str):
-    """The seed's G and D (``build_voxel_cgan``, channels-last-3d), converted to ``fmt``."""
-    from ..config import VoxelCGANConfig
-    from ..training import build_voxel_cgan
+    """The seed's G and D (``get_system("voxel_cgan").build``, channels-last-3d), converted to ``fmt``.
 
+    Returns:
+        ``(system, cfg, {"G": G, "D": D})``: the EMA copy ``build`` also makes is dropped (the step never updates
+        it; the training loop does).
+    """
+    from ..config import VoxelCGANConfig
+    from ..systems import get_system
+
+    system = get_system("voxel_cgan")
     torch.manual_seed(opts.seed)
     cfg = VoxelCGANConfig()
-    G, D = build_voxel_cgan(cfg, opts.device)
+    models = system.build(cfg, opts.device)
+    models = {"G": models["G"], "D": models["D"]}
     if fmt != "channels_last_3d":
-        G, D = G.to(memory_format=_FORMATS[fmt]), D.to(memory_format=_FORMATS[fmt])
-    return cfg, G, D
+        models = {k: m.to(memory_format=_FORMATS[fmt]) for k, m in models.items()}
+    return system, cfg, models
 
 
-def _gate_factory(step: Callable, n_conditions: int) -> Callable[[], dict | list]:
-    """A maker of fresh D-accuracy gates of zeros (so every D step runs) in the form ``voxel_cgan_step`` takes.
-
-    The gate was a list of per-condition accuracies and became ``{"acc": float}``; the annotation of the step's
-    ``gate`` parameter tells which.
-    """
-    import inspect
-
-    annotation = inspect.signature(step).parameters["gate"].annotation
-    if "dict" in str(annotation):
-        return lambda: {"acc": 0.0}
-    return lambda: [0.0] * n_conditions
+def _fresh_state(seed: int) -> SimpleNamespace:
+    """The run state the step reads: z drawn on ``generator`` (seeded once, advancing from call to call), the
+    D-accuracy gate ``extra["gate"]`` (``{"acc": 0.0}``: every D step runs), epoch 0 (the consistency schedule's
+    start; the seed has no consistency term) and the batch counter (unused by this system)."""
+    return SimpleNamespace(generator=torch.Generator().manual_seed(seed), extra={"gate": {"acc": 0.0}}, epoch=0,
+                           step=0)
 
 
 @register_case("voxel_cgan_iteration")
 def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
     """One seed training iteration (gated D steps forced on, G steps, pairing step), batch 80, 2 conditions.
 
-    ``voxel_cgan_step`` with RMSprop as in ``train_voxel_cgan``; the D-accuracy gate is reset to zero before every
-    call so both D steps always run. One row per memory format, a third with the layers' CPU fast paths off
-    (:func:`voxhelpers.nets.layers.fast_paths`) and, on CPU, a fourth with their GEMMs on the backend this CPU does
-    not pick (:func:`voxhelpers.nets.layers.gemm_backend`), to show what each brings in the same run. With 80
+    :func:`voxhelpers.systems.voxel_cgan.step` with the system's RMSprop optimisers, as in training; the D-accuracy
+    gate (``state.extra["gate"]``) is reset to zero before every call so both D steps always run. One row per memory
+    format, a third with the layers' CPU fast paths off (:func:`voxhelpers.nets.fast_conv3d.fast_paths`) and, on
+    CPU, a fourth with their GEMMs on the backend this CPU does not pick
+    (:func:`voxhelpers.nets.fast_conv3d.gemm_backend`), to show what each brings in the same run. With 80
     training shapes one iteration is one epoch, so the channels-last row also projects the seed's 401-epoch run; it
     also splits its time into the matrix products and convolutions and the rest (``BenchCase.split``).
     """
@@ -52,26 +55,21 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
 
     def make(fmt: str, fast: bool = True, backend: str | None = None) -> Callable[[], Callable[[], object]]:
         def setup() -> Callable[[], object]:
-            from ..nets.layers import fast_paths, gemm_backend
-            from ..steps import voxel_cgan_step
+            from ..nets.fast_conv3d import fast_paths, gemm_backend
 
-            cfg, G, D = _voxel_cgan_models(opts, fmt)
-            G.train(), D.train()
-            opt_g = torch.optim.RMSprop(G.parameters(), lr=cfg.lr_g)
-            opt_d = torch.optim.RMSprop(D.parameters(), lr=cfg.lr_d)
-            real = _random_grids((batch, cfg.n_conditions, 1, cfg.size, cfg.size, cfg.size), opts.seed).float()
-            real = real.to(opts.device)
-            gen = torch.Generator().manual_seed(opts.seed)
-            fresh_gate = _gate_factory(voxel_cgan_step, cfg.n_conditions)
+            system, cfg, models = _voxel_cgan_models(opts, fmt)
+            models["G"].train(), models["D"].train()
+            optimizers = system.optimizers(cfg, models)
+            real = _random_grids((batch, cfg.n_conditions, 1, 32, 32, 32), opts.seed).float()
+            voxels = {"voxels": real.to(opts.device)}
+            state = _fresh_state(opts.seed)
 
             on_backend = (lambda: gemm_backend(backend)) if backend else contextlib.nullcontext
 
             def step() -> dict:
-                # a new gate of zeros every call: the D steps always run
+                state.extra["gate"] = {"acc": 0.0}  # a new gate of zeros every call: the D steps always run
                 with fast_paths(fast), on_backend():
-                    return voxel_cgan_step(G, D, opt_g, opt_d, real, fresh_gate(), cfg.loss, cfg.variant,
-                                           cfg.d_acc_gate, cfg.pairing, gen, cfg.pairing_steps,
-                                           cfg.consistency)
+                    return system.step(models, optimizers, voxels, cfg, state)
 
             return step
 
@@ -95,7 +93,7 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
                   peak_kind=peak_kind, notes=notes + "; plain torch.nn layers (fast_paths(False))"),
     ]
     if opts.device.type == "cpu":
-        from ..nets import layers
+        from ..nets import fast_conv3d as layers
 
         other = next(b for b in layers.GEMM_BACKENDS if b != layers.GEMM_BACKEND)
         rows.append(BenchCase("voxel_cgan_iteration", make("channels_last_3d", backend=other), batch, batch,
@@ -111,8 +109,8 @@ def _voxel_cgan_generator_fwd(opts: BenchOptions) -> list[BenchCase]:
 
     def make(fmt: str) -> Callable[[], Callable[[], object]]:
         def setup() -> Callable[[], object]:
-            cfg, G, _ = _voxel_cgan_models(opts, fmt)
-            G.eval()
+            _, cfg, models = _voxel_cgan_models(opts, fmt)
+            G = models["G"].eval()
             g = torch.Generator().manual_seed(opts.seed)
             z = torch.randn(batch, cfg.z_dim, generator=g).to(opts.device)
             c = (torch.arange(batch) % cfg.n_conditions).to(opts.device)
@@ -157,8 +155,8 @@ def _voxel_cgan_layers(opts: BenchOptions) -> list[BenchCase]:
     Shows where an iteration's time goes and which shapes run far below the GEMM peak. The backward computes the
     weight gradient, and the input gradient for every layer but the first of each network (as in the D step; the G
     step also needs D's first-layer input gradient). Layers are the networks' own
-    (:class:`~voxhelpers.nets.layers.FastConvTranspose3d` / :class:`~voxhelpers.nets.layers.FastConv3d`, fast paths
-    on); the notes name the path taken.
+    (:class:`~voxhelpers.nets.fast_conv3d.FastConvTranspose3d` / :class:`~voxhelpers.nets.fast_conv3d.FastConv3d`,
+    fast paths on); the notes name the path taken.
     """
     from ..nets.voxel_gan import CGANDiscriminator, CGANGenerator
 
@@ -169,7 +167,7 @@ def _voxel_cgan_layers(opts: BenchOptions) -> list[BenchCase]:
     convs = [("G", m, 1 << i) for i, m in enumerate(ups)] + [("D", m, 32 >> i) for i, m in enumerate(downs)]
 
     def describe(net: str, m: torch.nn.Module, size: int) -> str:
-        from ..nets import layers
+        from ..nets import fast_conv3d as layers
 
         out = size * 2 if isinstance(m, torch.nn.ConvTranspose3d) else size // 2
         path = m.fast_path(torch.empty(1, m.in_channels, size, size, size))

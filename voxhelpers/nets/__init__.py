@@ -1,27 +1,38 @@
-"""Networks, one file per system, built by name (the pix2pix ``define_G``/``define_D`` habit)."""
+"""Networks, one file per system, built by name (the pix2pix ``define_G``/``define_D`` habit).
+
+:func:`build_network` is the one way a system's networks are made from its config; each network file adds its
+systems to the registry with one line here.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
+from . import voxel_gan
 from .voxel_gan import VAEIWGAN, CGANDiscriminator, CGANGenerator, ImageEncoder, IWGANCritic, IWGANGenerator
 
-GENERATORS = {"voxel_cgan": CGANGenerator, "iwgan": IWGANGenerator, "vae_iwgan": VAEIWGAN}
-DISCRIMINATORS = {"voxel_cgan": CGANDiscriminator, "iwgan": IWGANCritic, "vae_iwgan": IWGANCritic}
+#: system → role → constructor taking the system's config
+NETWORKS: dict[str, dict] = {
+    **voxel_gan.NETWORKS,
+}
 
 
-def build_generator(name: str, **kwargs) -> nn.Module:
-    """Build a generator by system name (one of ``GENERATORS``) with the network's own keyword arguments."""
-    if name not in GENERATORS:
-        raise ValueError(f"unknown generator {name!r}; expected one of {sorted(GENERATORS)}")
-    return GENERATORS[name](**kwargs)
+def build_network(system: str, role: str, config) -> nn.Module:
+    """Build the ``role`` network (``"generator"``, ``"discriminator"``, ...) of a system from its config.
 
+    Args:
+        system: a key of :data:`NETWORKS` (``"voxel_cgan"``, ``"iwgan"``, ``"vae_iwgan"``).
+        role: a role that system has.
+        config: the system's config dataclass (:mod:`voxhelpers.config`).
 
-def build_discriminator(name: str, **kwargs) -> nn.Module:
-    """Build a discriminator / critic by system name (one of ``DISCRIMINATORS``)."""
-    if name not in DISCRIMINATORS:
-        raise ValueError(f"unknown discriminator {name!r}; expected one of {sorted(DISCRIMINATORS)}")
-    return DISCRIMINATORS[name](**kwargs)
+    Raises:
+        ValueError: an unknown system or role (the valid ones listed).
+    """
+    if system not in NETWORKS:
+        raise ValueError(f"unknown system {system!r}; expected one of {sorted(NETWORKS)}")
+    if role not in NETWORKS[system]:
+        raise ValueError(f"system {system!r} has no {role!r} network; expected one of {sorted(NETWORKS[system])}")
+    return NETWORKS[system][role](config)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -29,5 +40,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["CGANGenerator", "CGANDiscriminator", "build_generator", "build_discriminator", "count_parameters"]
-__all__ += ["IWGANGenerator", "IWGANCritic", "ImageEncoder", "VAEIWGAN"]
+__all__ = ["NETWORKS", "VAEIWGAN", "CGANDiscriminator", "CGANGenerator", "IWGANCritic", "IWGANGenerator",
+           "ImageEncoder", "build_network", "count_parameters"]

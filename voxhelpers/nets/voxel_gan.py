@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import FastConv3d, FastConvTranspose3d
+from .fast_conv3d import FastConv3d, FastConvTranspose3d
 
 CONDITION_MODES = ("scalar", "onehot")
 OUTPUT_KINDS = ("probs", "logits")
@@ -45,7 +45,7 @@ class CGANGenerator(nn.Module):
 
     Five ``ConvTranspose3d(k=4, s=2, p=1)``: (200 + c) → 256 → 128 → 64 → 32 → 1 channels, spatial
     1 → 2 → 4 → 8 → 16 → 32; BatchNorm3d + ReLU after the first four, Sigmoid at the end. The layers are
-    :class:`~voxhelpers.nets.layers.FastConvTranspose3d`: ``nn.ConvTranspose3d`` with exact CPU fast paths for the
+    :class:`~voxhelpers.nets.fast_conv3d.FastConvTranspose3d`: ``nn.ConvTranspose3d`` with exact CPU fast paths for the
     first (1³ input), second (2³ input) and last (one output channel) layer.
     6,049,185 parameters with the seed's scalar condition.
 
@@ -86,7 +86,7 @@ class CGANDiscriminator(nn.Module):
 
     Five ``Conv3d(k=4, s=2, p=1)``: (1 + c) → 32 → 64 → 128 → 256 → 1, spatial 32 → 16 → 8 → 4 → 2 → 1;
     BatchNorm3d + LeakyReLU(0.2) on the first four; Sigmoid output (the seed) or raw logits. The layers are
-    :class:`~voxhelpers.nets.layers.FastConv3d`: ``nn.Conv3d`` with exact CPU fast paths for the first (few input
+    :class:`~voxhelpers.nets.fast_conv3d.FastConv3d`: ``nn.Conv3d`` with exact CPU fast paths for the first (few input
     channels), fourth (4³ → 2³) and last (2³ → 1³).
     2,774,433 parameters with the seed's scalar condition.
 
@@ -183,7 +183,7 @@ class IWGANGenerator(nn.Module):
     ``Linear(z_dim → 256·2³)`` → reshape (B, 256, 2, 2, 2) → BatchNorm3d + ReLU (the original normalises the
     reshaped tensor per channel), then four ``ConvTranspose3d(k=4, s=2, p=1)`` 256 → 128 → 64 → 32 → 1,
     spatial 2 → 4 → 8 → 16 → 32, BatchNorm3d + ReLU after the first three and tanh at the end (as
-    :class:`~voxhelpers.nets.layers.FastConvTranspose3d`, with CPU fast paths for the 2³ input and the last layer).
+    :class:`~voxhelpers.nets.fast_conv3d.FastConvTranspose3d`, with CPU fast paths for the 2³ input and the last layer).
     3,167,393 parameters with the defaults (SPEC: ≈ 3.2 M). Map real {0, 1} targets with
     :func:`voxels_to_tanh` and outputs back with :func:`tanh_to_occupancy`.
 
@@ -265,7 +265,7 @@ def reparameterize(mu: torch.Tensor, log_sigma: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw z = μ + exp(log σ)·ε with ε ~ N(0, I) (the VAE reparameterisation, Kingma & Welling 2014).
 
-    ε is drawn on the CPU ``generator`` (as :func:`voxhelpers.steps.sample_z` does), so a run reproduces on any
+    ε is drawn on the CPU ``generator`` (as :func:`voxhelpers.systems.base.sample_z` does), so a run reproduces on any
     device, then moved to ``mu``'s device.
 
     Args:
@@ -377,3 +377,25 @@ class VAEIWGAN(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         mu, _ = self.encoder(img)
         return self.generator(mu)
+
+
+def _widths(channels) -> dict:
+    return {"channels": tuple(channels)} if channels else {}
+
+
+#: how each voxel system's networks are built from its config (a :class:`voxhelpers.config.Config`): the one place,
+#: read by :func:`voxhelpers.nets.build_network`. Roles: ``"generator"`` (the model shipped) and ``"discriminator"``.
+NETWORKS = {
+    "voxel_cgan": {
+        "generator": lambda c: CGANGenerator(c.z_dim, c.n_conditions, c.condition),
+        "discriminator": lambda c: CGANDiscriminator(c.n_conditions, c.condition, c.output),
+    },
+    "iwgan": {
+        "generator": lambda c: IWGANGenerator(c.z_dim, **_widths(c.g_channels)),
+        "discriminator": lambda c: IWGANCritic(**_widths(c.d_channels)),
+    },
+    "vae_iwgan": {
+        "generator": lambda c: VAEIWGAN(c.image_size, c.z_dim, 3, c.g_channels),
+        "discriminator": lambda c: IWGANCritic(**_widths(c.d_channels)),
+    },
+}

@@ -1,0 +1,29 @@
+"""Profiles, data roots and one validated config dataclass per system.
+
+:mod:`.profiles` (``VOXHELPERS_PROFILE``: smoke / cpu / full, the :class:`Config` base, evaluation budgets),
+:mod:`.paths` (``VOXHELPERS_DATA`` and the project's folders), one module per system's config.
+"""
+
+from .iwgan import IWGANConfig, VAEIWGANConfig, iwgan_config, vae_iwgan_config
+from .paths import (
+    DATA_ENV,
+    EXPORT_ENV,
+    DatasetNotFoundError,
+    data_roots,
+    export_dir,
+    exporting,
+    find_data,
+    models_dir,
+    output_dir,
+    project_root,
+    runs_dir,
+)
+from .profiles import PROFILE_ENV, PROFILES, Config, EvalBudget, check_choice, eval_budget, get_profile, option
+from .voxel_cgan import DATA_SOURCES, VoxelCGANConfig, check_data, voxel_cgan_config
+
+__all__ = [
+    "DATA_ENV", "DATA_SOURCES", "EXPORT_ENV", "PROFILES", "PROFILE_ENV", "Config", "DatasetNotFoundError", "EvalBudget",
+    "IWGANConfig", "VAEIWGANConfig", "VoxelCGANConfig", "check_choice", "check_data", "data_roots", "eval_budget",
+    "export_dir", "exporting", "find_data", "get_profile", "iwgan_config", "models_dir", "option", "output_dir",
+    "project_root", "runs_dir", "vae_iwgan_config", "voxel_cgan_config",
+]

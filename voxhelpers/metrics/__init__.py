@@ -1,0 +1,48 @@
+"""Metrics, one module per kind of input.
+
+- :mod:`~voxhelpers.metrics.voxel_sets`: paired metrics on voxel grids, ``a[i]`` against ``b[i]`` (IoU, Dice,
+  AAD, AVAR, condition consistency) and the all-pairs IoU matrix.
+- :mod:`~voxhelpers.metrics.generation`: a generated set of voxel grids against a real set (AAD to the nearest
+  real shape, coverage, minimum matching distance, 1-NNA, occupancy error).
+- :mod:`~voxhelpers.metrics.reconstruction`: predicted occupancy probabilities against target grids (threshold
+  choice, voxel average precision).
+- ``image.py`` (PSNR, SSIM, MAE, cosine) and ``segmentation.py`` will hold the image and segmentation metrics.
+
+Shared input checks live in :mod:`~voxhelpers.metrics._common`; :func:`binarize` is the public one. Every public
+name is re-exported here, so ``voxhelpers.metrics.iou`` and ``from voxhelpers.metrics import iou`` both work.
+"""
+
+from ._common import binarize
+from .generation import (
+    aad_nearest,
+    avar_nearest,
+    coverage,
+    minimum_matching_distance,
+    occupancy_error,
+    one_nna,
+    self_distance_summary,
+    voxel_set_metrics,
+)
+from .reconstruction import DEFAULT_THRESHOLDS, choose_threshold, voxel_average_precision
+from .voxel_sets import aad, avar, condition_consistency, dice_score, iou, pairwise_iou
+
+__all__ = [
+    "binarize",
+    "pairwise_iou",
+    "iou",
+    "dice_score",
+    "aad",
+    "avar",
+    "aad_nearest",
+    "avar_nearest",
+    "coverage",
+    "minimum_matching_distance",
+    "one_nna",
+    "occupancy_error",
+    "voxel_set_metrics",
+    "condition_consistency",
+    "self_distance_summary",
+    "DEFAULT_THRESHOLDS",
+    "choose_threshold",
+    "voxel_average_precision",
+]

@@ -1,0 +1,2 @@
+"""Differentiable operators on volumes: :mod:`.render` (the exact, batched voxel renderer); the X-ray projector
+(DRR) joins it for the X-ray → CT system."""

@@ -1,3 +1,0 @@
-from . import _main
-
-_main()
