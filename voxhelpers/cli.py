@@ -32,6 +32,21 @@ def _field_type(hint) -> tuple[type, bool, bool]:
     return str, "tuple" in text, optional
 
 
+def data_argument(text: str) -> str:
+    """``--data``, checked by the parser before anything is built: a known source and, for SynthEVox3D, a known
+    category (the valid ones listed). Whether the files exist is checked next, before any model is built."""
+    from .data.shapes import resolve_category
+    from .data.sources import parse_data
+
+    try:
+        source, name = parse_data(text)
+        if source == "synthevox3d":
+            resolve_category(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
     """One ``--field-name`` flag per config field (default None: "as the profile says"); choices validated here."""
     hints = typing.get_type_hints(cls)
@@ -44,7 +59,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
 
-        def parse(text: str, kind=kind, optional=optional):
+        def parse(text: str, kind=kind, optional=optional, name=f.name):
+            if name == "data":
+                return data_argument(text)
             return None if optional and text.lower() == "none" else kind(text)
 
         parser.add_argument(flag, dest=f.name, type=parse, default=None, nargs="+" if is_tuple else None,
@@ -80,10 +97,18 @@ def command_line(system: str, cfg, profile: str, extra: str = "") -> str:
     return " ".join(parts) + (f" {extra}" if extra else "")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <message> (see <prog> --help)``, exit 2 — no usage dump."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
     from .systems import SYSTEMS
 
-    p = argparse.ArgumentParser(prog="python -m voxhelpers", description=__doc__.split("\n")[0])
+    p = _Parser(prog="python -m voxhelpers", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a system (flags: the fields of its config)")
     tsub = train.add_subparsers(dest="system", required=True)
@@ -211,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a parser error, already printed on one line (2)
+        return int(e.code or 0)
     try:
         {"train": _train, "evaluate": _evaluate, "export": _export}[args.command](args)
     except (ValueError, TypeError, DatasetNotFoundError, FileNotFoundError) as e:
