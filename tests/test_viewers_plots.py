@@ -197,22 +197,82 @@ def test_voxel_viewer_output_fallback(monkeypatch):
     assert "procedural stand-in data" in shown_titles()
 
 
-def test_voxel_viewer_saved_output_renderer(monkeypatch):
+def png_image(b64):
+    """Decode a base64 ``image/png`` bundle entry: (H, W, C) floats, after checking the PNG signature."""
+    import base64
+    import io
+
+    raw = base64.b64decode(b64)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    return mpimg.imread(io.BytesIO(raw), format="png")
+
+
+@pytest.fixture
+def saved_output_renderer():
+    """``viewers.use_saved_output_renderer()`` for one test, the previous default restored after it."""
     import plotly.io as pio
 
-    monkeypatch.setattr(viewers, "_has_anywidget", lambda: False)
     previous = viewers.use_saved_output_renderer()
-    try:
-        assert pio.renderers.default == "plotly_mimetype+notebook_connected"
-        box = viewers.voxel_viewer({"x": np.stack([cube()] * 2)})
-    finally:
-        pio.renderers.default = previous
+    yield pio
+    pio.renderers.default = previous
+
+
+def test_voxel_viewer_saved_output_renderer(monkeypatch, saved_output_renderer):
+    monkeypatch.setattr(viewers, "_has_anywidget", lambda: False)
+    assert saved_output_renderer.renderers.default == "plotly_mimetype+voxel_png"
+    box = viewers.voxel_viewer({"x": np.stack([cube()] * 2)})
     output = find_widgets(box)[-1]
     (item,) = output.outputs
-    assert "application/vnd.plotly.v1+json" in item["data"]
-    html = item["data"]["text/html"]
-    assert "cdn.plot.ly" in html  # plotly.js loaded from the CDN ...
-    assert len(html) < 100_000  # ... not embedded (the bundle alone is several MB)
+    assert "application/vnd.plotly.v1+json" in item["data"]  # interactive where plotly.js is (JupyterLab, VS Code)
+    assert png_image(item["data"]["image/png"]).shape[:2] == (400, 400)  # static elsewhere: one 400 px scene
+    assert "text/html" not in item["data"]  # no CDN script: HTML would outrank the PNG on GitHub / nbconvert
+
+
+def test_saved_figure_mimebundle_has_a_png_fallback(saved_output_renderer):
+    fig = viewers.voxel_figure([cube(), cube(lo=0, hi=8)], titles=["small", "full"], height=300, label="note")
+    bundle = fig._repr_mimebundle_()  # what Jupyter saves when the figure is a cell's result
+    assert set(bundle) == {"application/vnd.plotly.v1+json", "image/png"}
+    image = png_image(bundle["image/png"])
+    assert image.shape[:2] == (300, 600)  # height × one height per scene
+    rgb = image[..., :3]
+    red = (rgb[..., 0] > 0.5) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)  # scene 1: #d62728, shaded
+    blue = (rgb[..., 2] > 0.4) & (rgb[..., 0] < 0.3)  # scene 2: #1f77b4, shaded
+    assert red[:, :300].sum() > 100 and red[:, 300:].sum() == 0
+    assert blue[:, 300:].sum() > 100 and blue[:, :300].sum() == 0
+    assert blue[:, 300:].sum() > red[:, :300].sum()  # the full grid draws bigger than the 3³ cube
+    # the figure's own JSON is unchanged and still carries the meshes
+    assert bundle["application/vnd.plotly.v1+json"]["data"][0]["type"] == "mesh3d"
+
+
+def test_figure_png_reads_the_figure_dict_and_its_typed_arrays():
+    fig = viewers.voxel_figure([cube()], titles=["one"], height=200)
+    fig_dict = fig.to_dict()
+    assert "bdata" in fig_dict["data"][0]["x"]  # plotly stores NumPy arrays as base64 typed arrays
+    from_dict, from_fig = viewers.figure_png(fig_dict), viewers.figure_png(fig)
+    assert from_dict == from_fig
+    assert mpimg.imread(__import__("io").BytesIO(from_dict), format="png").shape[:2] == (200, 200)
+    assert viewers.figure_png(fig, width=320)[16:24] == (320).to_bytes(4, "big") + (200).to_bytes(4, "big")  # IHDR
+
+
+def test_plotly_array_decodes_typed_arrays_and_lists():
+    from voxhelpers.plots.scenes import plotly_array
+
+    values = np.array([[1, -2, 3], [4, 5, -6]], dtype="<i2")
+    typed = {"dtype": "i2", "bdata": __import__("base64").b64encode(values.tobytes()).decode(), "shape": "2, 3"}
+    np.testing.assert_array_equal(plotly_array(typed), values)
+    np.testing.assert_array_equal(plotly_array([0.5, 1.5]), [0.5, 1.5])
+    assert plotly_array(None).shape == (0,)
+
+
+def test_png_renderer_skips_figures_it_cannot_draw(saved_output_renderer):
+    import plotly.graph_objects as go
+
+    line = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
+    assert "image/png" not in line._repr_mimebundle_()  # no Mesh3d: no (misleading) picture
+    empty = viewers.voxel_figure([np.zeros((4, 4, 4))])  # an empty mesh: the picture holds the "(empty)" title
+    assert "image/png" in empty._repr_mimebundle_()
+    with pytest.raises(ValueError, match="Mesh3d"):
+        viewers.figure_png(line)
 
 
 def test_voxel_viewer_figure_widget():
@@ -293,6 +353,19 @@ def test_sample_sheet_figure():
     row_labels = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert row_labels == ["condition 0", "condition 1", "combined"]
     assert [ax.get_title() for ax in fig.axes[8:]] == [f"Voxel {i} (empty)" for i in range(1, 5)]
+
+
+def test_sample_sheet_figure_row_titles():
+    batch = np.stack([cube(4, 0, k + 1) for k in range(2)])  # (2, 4, 4, 4)
+    titles = ("condition 0: as generated", "condition 1: turned", "combined: judged")
+    fig = plots.sample_sheet_figure(batch, batch, batch, row_titles=titles)
+    assert [t.get_text() for t in fig.texts] == list(titles)  # one heading per row, top to bottom
+    tops = [t.get_position()[1] for t in fig.texts]
+    assert tops == sorted(tops, reverse=True)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["sample 1", "sample 2"]
+    assert all(not ax.texts for ax in fig.axes)  # no rotated short labels beside the headings
+    with pytest.raises(ValueError, match="3 strings"):
+        plots.sample_sheet_figure(batch, batch, batch, row_titles=titles[:2])
 
 
 def test_history_figure():

@@ -3,8 +3,8 @@
 Functions return plotly figures and ipywidgets; the notebook displays them. plotly, ipywidgets and
 scikit-image are imported inside the functions, so importing this module stays light and has no side
 effects. Surfaces are extracted with marching cubes and drawn as ``Mesh3d`` traces, which stays small in a
-saved notebook (a few thousand vertices for a 32^3 grid) and renders live as well as from saved outputs (see
-:func:`use_saved_output_renderer`).
+saved notebook (a few thousand vertices for a 32^3 grid) and renders live as well as from saved outputs, with a
+static PNG copy for viewers without plotly.js (see :func:`use_saved_output_renderer`, :func:`figure_png`).
 
 Coordinates: voxel ``(i, j, k)`` is centred at ``(x, y, z) = (i, j, k)``; the surface of an occupied
 voxel lies half a voxel from its centre, so a grid of shape (D, H, W) spans ``[-0.5, D - 0.5]`` along x.
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .plots._checks import _as_volume_list, _binarize, _check_finite, _check_titles, _to_numpy
+from .plots._checks import _as_groups, _as_volume_list, _binarize, _check_index, _check_titles
+from .plots.scenes import figure_png
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import ipywidgets
@@ -26,31 +27,52 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 #: red, blue, green, purple (matplotlib tab10), the seed's colour order
 DEFAULT_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
-SAVED_OUTPUT_RENDERER = "plotly_mimetype+notebook_connected"
+#: the plotly renderer that adds a static PNG of a voxel figure (registered by :func:`use_saved_output_renderer`)
+PNG_RENDERER = "voxel_png"
+SAVED_OUTPUT_RENDERER = f"plotly_mimetype+{PNG_RENDERER}"
+
+
+def _png_renderer():
+    """A plotly ``MimetypeRenderer`` adding ``image/png`` (base64, :func:`figure_png`) to a figure's MIME bundle;
+    figures without a ``Mesh3d`` trace, or with other traces it cannot draw, get nothing from it."""
+    import base64
+
+    from plotly.io.base_renderers import MimetypeRenderer
+
+    class VoxelPNGRenderer(MimetypeRenderer):
+        """``image/png`` of a voxel figure, drawn with matplotlib (see :func:`figure_png`)."""
+
+        def to_mimebundle(self, fig_dict):
+            data = fig_dict.get("data", [])
+            if not data or any(t.get("type") != "mesh3d" for t in data):
+                return {}
+            return {"image/png": base64.b64encode(figure_png(fig_dict)).decode("ascii")}
+
+    return VoxelPNGRenderer()
 
 
 def use_saved_output_renderer() -> str:
-    """Make plotly figures render both live and in notebooks saved with their outputs.
+    """Make plotly figures render live and read as a static picture wherever plotly.js is not there.
 
-    Sets ``plotly.io.renderers.default = "plotly_mimetype+notebook_connected"``. Every displayed figure then
-    carries two representations:
+    Registers the ``"voxel_png"`` renderer (:func:`_png_renderer`) and sets ``plotly.io.renderers.default =
+    "plotly_mimetype+voxel_png"``. Every displayed voxel figure then carries two representations:
 
-    * ``application/vnd.plotly.v1+json`` (the ``plotly_mimetype`` renderer), drawn by JupyterLab, VS Code and
-      nteract with their own copy of plotly.js;
-    * ``text/html`` (the ``notebook_connected`` renderer), a ``<div>`` plus a ``<script>`` that loads plotly.js
-      from the CDN, used by the classic notebook, nbviewer, nbconvert HTML and GitHub-like viewers that run
-      scripts.
+    * ``application/vnd.plotly.v1+json`` (the ``plotly_mimetype`` renderer), drawn interactively by JupyterLab,
+      Notebook 7, VS Code and nteract with their own copy of plotly.js (it ranks above images there);
+    * ``image/png``, a static render of the same meshes (:func:`figure_png`, matplotlib, no CDN and no browser),
+      which GitHub, nbconvert/nbviewer, the classic notebook and any offline copy show.
 
-    The ``notebook`` renderer would embed the whole plotly.js bundle (several MB) in the saved notebook; the
-    connected renderer keeps outputs to the figure data (the cost is that viewing a saved notebook offline
-    shows no figure). Figures are still stored twice (JSON and HTML), so keep them small: see
-    :func:`voxel_mesh`.
+    No ``text/html`` is saved: HTML outranks PNG in GitHub's and nbconvert's choice, and plotly's HTML either loads
+    plotly.js from a CDN (shown blank offline and on GitHub, which strips scripts) or embeds the several-MB bundle.
+    Figures are stored twice (JSON and PNG), so keep them small: see :func:`voxel_mesh`.
 
     Returns:
         The previous value of ``plotly.io.renderers.default`` (to restore it if needed).
     """
     import plotly.io as pio
 
+    if PNG_RENDERER not in pio.renderers:
+        pio.renderers[PNG_RENDERER] = _png_renderer()
     previous = pio.renderers.default
     pio.renderers.default = SAVED_OUTPUT_RENDERER
     return previous
@@ -203,34 +225,6 @@ def voxel_figure(
         uirevision="voxels",
     )
     return fig
-
-
-def _as_group(array: Any, name: str) -> np.ndarray:
-    """Convert a viewer group to a NumPy array of shape (N, C, D, H, W) (C = 1 for 4-D input)."""
-    array = _to_numpy(array)
-    if array.ndim == 4:
-        array = array[:, None]
-    if array.ndim != 5 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(
-            f"group {name!r} must have shape (N, C, D, H, W) or (N, D, H, W) with N, C >= 1, "
-            f"got shape {tuple(array.shape)}"
-        )
-    _check_finite(array, f"group {name!r}")
-    return array
-
-
-def _as_groups(groups: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Validate the ``groups`` mapping of :func:`voxel_viewer` and convert every value to (N, C, D, H, W)."""
-    if not isinstance(groups, Mapping) or not groups:
-        raise ValueError("groups must be a non-empty dict mapping a column title to an (N, C, D, H, W) array")
-    return {str(title): _as_group(array, str(title)) for title, array in groups.items()}
-
-
-def _check_index(value: int, name: str) -> int:
-    """Validate a non-negative integer control value."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
 
 
 def _viewer_figure(

@@ -3,7 +3,9 @@
 :mod:`.io` (arrays, binvox, weights + cards, checkpoints; atomic writes), :mod:`.grids` (the validator, duplicates,
 held-out splits), :mod:`.sources` (the ``"<source>:<name>"`` resolver, your own shapes), :mod:`.shapes`
 (SynthEVox3D, ModelNet10), :mod:`.synthetic` (procedural stand-ins), :mod:`.transforms` (rotations),
-:mod:`.datasets` (torch Datasets). Every reader takes the data roots as a parameter (default ``$VOXHELPERS_DATA``).
+:mod:`.datasets` (torch Datasets), :mod:`.ct` (CT volumes: OpenKBP in both of its layouts, any NIfTI or DICOM
+series, HU windows, label maps, screening and patient splits; imported as ``voxhelpers.data.ct``). Every reader
+takes the data roots as a parameter (default ``$VOXHELPERS_DATA``).
 """
 
 from .datasets import VoxelDataset

@@ -26,8 +26,8 @@ def check_grids(grids, name: str = "grids", size: int | None = None, allow_empty
         ValueError: wrong number of axes or side, no grids, NaN / inf, values other than 0 and 1 (the message shows
             some), or every grid empty. TypeError: a non-numeric dtype.
     """
-    grids = np.asarray(grids)
     expected = f"(N, {size}, {size}, {size})" if size else "(N, D, H, W)"
+    grids = as_grid_array(grids, name, expected)
     if grids.ndim == 5 and grids.shape[1] == 1:
         grids = grids[:, 0]
     if grids.ndim != 4 or grids.shape[0] == 0 or 0 in grids.shape[1:]:
@@ -49,6 +49,21 @@ def check_grids(grids, name: str = "grids", size: int | None = None, allow_empty
     if not allow_empty_set and not grids.any():
         raise ValueError(f"{name}: every one of the {len(grids)} grids is empty; expected occupied voxels")
     return grids
+
+
+def as_grid_array(grids, name: str = "grids", expected: str = "(N, D, H, W)") -> np.ndarray:
+    """``np.asarray(grids)``, a torch tensor detached first; a ragged nest of lists is a ValueError naming ``expected``.
+
+    Raises:
+        ValueError: ``grids`` does not form a rectangular array.
+    """
+    if hasattr(grids, "detach") and hasattr(grids, "cpu"):  # a torch tensor, maybe requiring grad or on a GPU
+        grids = grids.detach().cpu()
+    try:
+        return np.asarray(grids)
+    except ValueError as e:  # numpy: "setting an array element with a sequence ... inhomogeneous shape"
+        raise ValueError(f"{name}: expected an array of grids {expected}, got nested sequences of unequal "
+                         f"lengths ({e})") from e
 
 
 def unique_grids(grids: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ import io as _io
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,8 +114,13 @@ def load_array(path: str | Path, key: str | None = None) -> np.ndarray:
         if str(path) in str(e):
             raise
         raise ValueError(f"{path}: corrupt or truncated array file ({e})") from e
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: corrupt or truncated array file ({e})") from e
+    except MemoryError as e:  # a damaged header declaring a shape far larger than the file
+        raise ValueError(f"{path}: corrupt array file, or too large for this machine: its header asks for more "
+                         f"memory than is available ({e})") from e
+    except Exception as e:  # noqa: BLE001 - damaged bytes fail in gzip / zlib / zipfile / numpy with many types
+        # (OSError, EOFError, BadZipFile, zlib.error, NotImplementedError and RuntimeError from zipfile on a
+        # damaged member header: "unknown compression method", "file is encrypted")
+        raise ValueError(f"{path}: corrupt or truncated array file ({type(e).__name__}: {e})") from e
     raise ValueError(f"{path}: unsupported array format; expected .npy, .npy.gz or .npz")
 
 
@@ -201,7 +205,11 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if name.endswith(_SCALE_SUFFIX):
             continue
         if t.dtype == torch.int8 and name + _SCALE_SUFFIX in raw:
-            out[name] = dequantize_int8(t, raw[name + _SCALE_SUFFIX])
+            scale = raw[name + _SCALE_SUFFIX]
+            if t.ndim < 1 or scale.shape != t.shape[:1]:
+                raise ValueError(f"{path}: corrupt int8 weight {name!r}: expected a scale of shape "
+                                 f"{tuple(t.shape[:1])} (one per output channel), got {tuple(scale.shape)}")
+            out[name] = dequantize_int8(t, scale)
         elif t.is_floating_point():
             out[name] = t.float()
         else:
@@ -228,9 +236,12 @@ def read_card(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no model card: {path}")
     try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        card = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: malformed model card JSON ({e})") from e
+    if not isinstance(card, dict):
+        raise ValueError(f"{path}: expected a model card, a JSON object with keys 'system' and 'config'; got a JSON "
+                         f"{type(card).__name__}")
     for key in ("system", "config"):
         if key not in card:
             raise ValueError(f"{path}: model card lacks the required key {key!r}")
@@ -249,12 +260,18 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` without executing pickled code.
 
     Raises:
-        ValueError: corrupt or truncated checkpoint.
+        FileNotFoundError: no such file.
+        ValueError: corrupt or truncated checkpoint, or a file holding something other than a checkpoint dict.
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such checkpoint file: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{path}: corrupt or truncated checkpoint ({e})") from e
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - weights_only unpickling of damaged bytes fails with any of a dozen types
+        raise ValueError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: expected a training checkpoint (a dict), got a {type(ckpt).__name__}")
+    return ckpt
 
 
 # --------------------------------------------------------------------------------------------------

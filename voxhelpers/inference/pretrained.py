@@ -89,13 +89,21 @@ def load_pretrained(path: str | Path, device="cpu", verify: bool = True) -> tupl
 
     path = Path(path).with_suffix(".safetensors")
     card = read_card(path)
+    weights = card.get("weights", {})
+    if not isinstance(weights, dict):
+        raise ValueError(f"{path.with_suffix('.json')}: the model card's 'weights' must be a JSON object (file, dtype, "
+                         f"sha256, bytes), got {weights!r:.80}")
     if verify:
-        expected = card.get("weights", {}).get("sha256")
+        expected = weights.get("sha256")
         actual = sha256(path) if path.is_file() else None
         if expected and actual and actual != expected:
             raise ValueError(f"{path}: sha256 {actual} differs from its card's {expected}: the file is not the one "
                              "the card describes (corrupt, or other weights); pass verify=False to load edited weights")
-    model = build_network(card["system"], "generator", card_config(card))
+    try:
+        model = build_network(card["system"], "generator", card_config(card))
+    except (ValueError, TypeError) as e:  # a damaged card: an unknown system, a config field of the wrong type
+        raise ValueError(f"{path.with_suffix('.json')}: the model card does not describe a network this version "
+                         f"can build ({e})") from e
     state = load_weights(path)
     try:
         model.load_state_dict(state)

@@ -6,7 +6,9 @@
   real shape, coverage, minimum matching distance, 1-NNA, occupancy error).
 - :mod:`~voxhelpers.metrics.reconstruction`: predicted occupancy probabilities against target grids (threshold
   choice, voxel average precision).
-- ``image.py`` (PSNR, SSIM, MAE, cosine) and ``segmentation.py`` will hold the image and segmentation metrics.
+- :mod:`~voxhelpers.metrics.segmentation`: label maps against label maps (per-class Dice, IoU, HD95 in mm, accuracy,
+  with the empty and not-labelled cases defined; the per-organ table); imported as a submodule (it needs scipy).
+- ``image.py`` (PSNR, SSIM, MAE, cosine) will hold the image metrics.
 
 Shared input checks live in :mod:`~voxhelpers.metrics._common`; :func:`binarize` is the public one. Every public
 name is re-exported here, so ``voxhelpers.metrics.iou`` and ``from voxhelpers.metrics import iou`` both work.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._common import _binarize_pair, binarize
+from ._common import _binarize, _binarize_pair, _check_threshold
 from .voxel_sets import _pairwise_iou_bool
 
 __all__ = [
@@ -277,7 +277,7 @@ def self_distance_summary(real: torch.Tensor | np.ndarray, threshold: float = 0.
         distance to the nearest other shape), ``mismatch`` (mean whole-grid mismatch |A xor B| / V over pairs)
         and ``occupancy`` (mean occupied fraction).
     """
-    flat = binarize(real, threshold)
+    flat = _binarize(real, _check_threshold(threshold), "real")
     n = flat.shape[0]
     if n < 2:
         raise ValueError(f"expected at least 2 shapes, got {n}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._common import _binarize, _to_tensor
+from ._common import _binarize, _binarize_pair, _to_tensor
 from .voxel_sets import iou
 
 __all__ = ["DEFAULT_THRESHOLDS", "choose_threshold", "voxel_average_precision"]
@@ -35,6 +35,7 @@ def choose_threshold(probs: torch.Tensor | np.ndarray, targets: torch.Tensor | n
     """
     if not thresholds:
         raise ValueError("thresholds must hold at least one candidate in [0, 1)")
+    _binarize_pair(probs, targets, 0.5, ("probs", "targets"), paired=True)  # errors name these, not iou's a and b
     scores = {float(t): float(iou(probs, targets, float(t)).mean()) for t in thresholds}
     best = max(scores, key=lambda t: (scores[t], -t))
     return best, scores

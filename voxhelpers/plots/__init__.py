@@ -4,6 +4,7 @@
 - :mod:`~voxhelpers.plots.images`: image → voxel reconstructions and grids of RGB renders.
 - :mod:`~voxhelpers.plots.figures`: training-history curves, atomic PNG saving and the figure helpers.
 - :mod:`~voxhelpers.plots.sheets`: the sample-sheet callback for :func:`voxhelpers.training.fit`.
+- :mod:`~voxhelpers.plots.scenes`: a static copy of a plotly figure of voxel meshes (the viewers' PNG fallback).
 - :mod:`~voxhelpers.plots._checks`: input checks shared with :mod:`voxhelpers.viewers`.
 
 Every figure function returns a :class:`matplotlib.figure.Figure`, already closed in pyplot; the caller displays
@@ -13,6 +14,7 @@ or saves it (:func:`save_figure`). matplotlib is imported inside the functions a
 
 from .figures import history_figure, save_figure
 from .images import image_grid_figure, reconstruction_figure
+from .scenes import mesh_scenes_figure
 from .sheets import SampleSheets
 from .voxels import SEED_COLORS, SHEET_ROW_LABELS, sample_sheet_figure, voxel_faces, voxel_row_figure
 
@@ -25,6 +27,7 @@ __all__ = [
     "sample_sheet_figure",
     "reconstruction_figure",
     "image_grid_figure",
+    "mesh_scenes_figure",
     "history_figure",
     "save_figure",
 ]

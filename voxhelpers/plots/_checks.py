@@ -9,7 +9,7 @@ NumPy, reject NaN and bad shapes with a ValueError naming the expected shape, an
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,3 +124,31 @@ def _check_titles(titles: Sequence[str] | None, n: int, default: str = "Voxel") 
     if isinstance(titles, str) or len(titles) != n:
         raise ValueError(f"titles must be a sequence of {n} strings (one per volume), got {titles!r}")
     return [str(t) for t in titles]
+
+
+def _as_group(array: Any, name: str) -> np.ndarray:
+    """Convert a viewer group to a NumPy array of shape (N, C, D, H, W) (C = 1 for 4-D input)."""
+    array = _to_numpy(array)
+    if array.ndim == 4:
+        array = array[:, None]
+    if array.ndim != 5 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(
+            f"group {name!r} must have shape (N, C, D, H, W) or (N, D, H, W) with N, C >= 1, "
+            f"got shape {tuple(array.shape)}"
+        )
+    _check_finite(array, f"group {name!r}")
+    return array
+
+
+def _as_groups(groups: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Validate the ``groups`` mapping of :func:`voxel_viewer` and convert every value to (N, C, D, H, W)."""
+    if not isinstance(groups, Mapping) or not groups:
+        raise ValueError("groups must be a non-empty dict mapping a column title to an (N, C, D, H, W) array")
+    return {str(title): _as_group(array, str(title)) for title, array in groups.items()}
+
+
+def _check_index(value: int, name: str) -> int:
+    """Validate a non-negative integer control value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)

@@ -143,12 +143,15 @@ def sample_sheet_figure(
     threshold: float = 0.5,
     suptitle: str | None = None,
     label: str | None = None,
+    row_titles: Sequence[str] | None = None,
 ) -> Figure:
     """Plot the seed's training sheet: condition 0 / condition 1 / combined rows of up to 4 samples each.
 
     Row labels ("condition 0", "condition 1", "combined") are written left of each row; columns are titled
     "Voxel 1".."Voxel 4" and coloured red / blue / green / purple. Only the first 4 samples of each row are
-    drawn and rows with fewer samples leave their last cells without axes.
+    drawn and rows with fewer samples leave their last cells without axes. With ``row_titles`` each row is
+    headed by its title instead (e.g. "condition 1: the same z, asked for the shape turned 180°") and the
+    columns are titled "sample 1".."sample 4" (a column is one latent z throughout).
 
     Args:
         cond0: Samples generated for condition 0, shape (N, D, H, W) or a sequence of (D, H, W) volumes.
@@ -157,25 +160,34 @@ def sample_sheet_figure(
         threshold: Occupancy threshold in [0, 1].
         suptitle: Optional figure title, e.g. "epoch 100".
         label: Optional small note at the bottom of the figure, e.g. "procedural stand-in data".
+        row_titles: Optional 3 headings, one above each row, saying what the row shows.
 
     Returns:
         The matplotlib Figure with ``sum(min(N_row, 4))`` 3D axes (12 for 4 samples per row).
 
     Raises:
-        ValueError: On bad shapes, NaN values or a threshold outside [0, 1].
+        ValueError: On bad shapes, NaN values, a threshold outside [0, 1] or not 3 ``row_titles``.
     """
+    if row_titles is not None and (isinstance(row_titles, str) or len(row_titles) != 3):
+        raise ValueError(f"row_titles must be 3 strings (condition 0, condition 1, combined), got {row_titles!r}")
     rows = []
     for row_name, batch in zip(("cond0", "cond1", "combined"), (cond0, cond1, combined), strict=True):
         vols = _as_volume_list(batch, row_name)[:4]
         rows.append([_binarize(v, threshold, f"{row_name}[{i}]") for i, v in enumerate(vols)])
     ncols = max(len(r) for r in rows)
 
-    fig = _new_figure((4.0 * ncols, 12.0 + (0.5 if suptitle else 0.0)))
+    fig = _new_figure((4.0 * ncols, 12.0 + (0.5 if suptitle else 0.0) + (0.9 if row_titles else 0.0)))
+    if row_titles:
+        fig.subplots_adjust(hspace=0.45)
     for r, grids in enumerate(rows):
         for c, grid in enumerate(grids):
             ax = fig.add_subplot(3, ncols, r * ncols + c + 1, projection="3d")
-            _draw_voxels(ax, grid, SEED_COLORS[c % len(SEED_COLORS)], f"Voxel {c + 1}")
-            if c == 0:
+            _draw_voxels(ax, grid, SEED_COLORS[c % len(SEED_COLORS)], f"sample {c + 1}" if row_titles else
+                         f"Voxel {c + 1}")
+            if row_titles and c == 0:
+                top = ax.get_subplotspec().get_position(fig).y1
+                fig.text(0.5, top + 0.035, row_titles[r], ha="center", va="bottom", fontsize=13, weight="bold")
+            elif c == 0:
                 ax.text2D(
                     -0.1,
                     0.5,

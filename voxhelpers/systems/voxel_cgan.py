@@ -8,7 +8,6 @@ of G (the model shipped), one-hot conditions, several pairing steps, and a sched
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..config.profiles import eval_budget
@@ -41,8 +40,9 @@ def dataset(cfg: VoxelCGANConfig, train) -> torch.utils.data.Dataset:
         ValueError: another shape or non-binary values (:func:`voxhelpers.data.grids.check_grids`).
     """
     from ..data import VoxelDataset, check_grids, make_conditions
+    from ..data.grids import as_grid_array
 
-    train = np.asarray(train)
+    train = as_grid_array(train, "volumes", "(N, 32, 32, 32)")
     if train.ndim == 5 and train.shape[1] == cfg.n_conditions and cfg.n_conditions > 1:
         check_grids(train.reshape(-1, *train.shape[2:]), "volumes", size=32)
         return VoxelDataset(train.astype(bool))

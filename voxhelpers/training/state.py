@@ -61,27 +61,36 @@ class TrainState:
                 via ``from_dict``), so a checkpoint written before an option existed resumes at its default.
 
         Raises:
-            ValueError: the checkpoint belongs to another run (the differing fields are named).
+            ValueError: the checkpoint belongs to another run (the differing fields are named), or it is damaged
+                (a key missing, a tensor of the wrong shape: what failed is named).
         """
         budget_keys = {"epochs", "sample_every"}  # a resumed run may extend its budget
-        stored = upgrade(ckpt.get("config", {})) if upgrade else dict(ckpt.get("config", {}))
+        start_over = "delete it or choose another run folder to start over"
+        try:
+            stored = upgrade(ckpt.get("config", {})) if upgrade else dict(ckpt.get("config", {}))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ValueError(f"{source}: damaged checkpoint, its config cannot be read ({e}); {start_over}") from e
         old = {k: v for k, v in stored.items() if k not in budget_keys}
         new = {k: v for k, v in self.config.items() if k not in budget_keys}
         missing = set(self.models) - set(ckpt.get("models", {}))
         if missing or old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(f"{source} belongs to another run (models missing: {sorted(missing)}, config differs in "
-                             f"{diff}); delete it or choose another run folder to start over")
-        for k, m in self.models.items():
-            m.load_state_dict(ckpt["models"][k])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(ckpt["optimizers"][k])
-        self.generator.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if torch.cuda.is_available() and ckpt["cuda_rng"]:
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        self.epoch, self.step = ckpt["epoch"], ckpt.get("step", 0)
-        self.history, self.extra = list(ckpt["history"]), dict(ckpt["extra"])
+                             f"{diff}); {start_over}")
+        try:  # a damaged file that still unpickles: a key renamed or missing, a tensor of another shape
+            for k, m in self.models.items():
+                m.load_state_dict(ckpt["models"][k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(ckpt["optimizers"][k])
+            self.generator.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            if torch.cuda.is_available() and ckpt.get("cuda_rng"):
+                torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+            self.epoch, self.step = int(ckpt["epoch"]), int(ckpt.get("step", 0))
+            self.history, self.extra = list(ckpt["history"]), dict(ckpt["extra"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise ValueError(f"{source}: damaged checkpoint, it cannot be restored ({type(e).__name__}: {e}); "
+                             f"{start_over}") from e
 
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint atomically (a crash never leaves a half-written file)."""

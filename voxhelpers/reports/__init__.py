@@ -1,0 +1,32 @@
+"""Result tables assembled from model cards (pandas), one file per system, and the quick evaluation's table.
+
+:mod:`.voxel_cgan` (the seed's published AAD / AVAR, the cells' cards, the target), :mod:`.iwgan` (3D-IWGAN /
+3D-VAE-IWGAN cards and targets, generators compared on one reference set), :mod:`.quick` (one tidy row per
+pretrained model for ``notebooks/00_quick_evaluation``).
+"""
+
+from .iwgan import (
+    IWGAN_ONE_NNA_TARGET,
+    compare_generators,
+    iwgan_cards,
+    iwgan_meets_target,
+    iwgan_table,
+    vae_iwgan_meets_target,
+)
+from .quick import (
+    QUICK_METRICS,
+    card_target,
+    data_status,
+    data_title,
+    describe_protocol,
+    quick_evaluation_table,
+    quick_metrics,
+)
+from .voxel_cgan import CARD_METRICS, SEED_AAD_AVAR, meets_target, voxel_cgan_cards, voxel_cgan_table
+
+__all__ = [
+    "CARD_METRICS", "IWGAN_ONE_NNA_TARGET", "QUICK_METRICS", "SEED_AAD_AVAR", "card_target", "compare_generators",
+    "data_status", "data_title", "describe_protocol", "iwgan_cards", "iwgan_meets_target", "iwgan_table",
+    "meets_target", "quick_evaluation_table", "quick_metrics", "vae_iwgan_meets_target", "voxel_cgan_cards",
+    "voxel_cgan_table",
+]
