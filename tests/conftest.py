@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
 
 matplotlib.use("Agg")
@@ -66,3 +67,17 @@ def run_two_processes(worker: str, tmp_path) -> tuple[dict, dict]:
             assert torch.equal(t, r1[net][name]), f"{net}.{name} differs between processes"
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written once, by rank 0
     return r0, r1
+
+
+def binvox_bytes(grid: np.ndarray) -> bytes:
+    """Encode grid[x, y, z] as binvox (x, z, y order; runs of at most 255)."""
+    flat = grid.transpose(0, 2, 1).ravel().astype(np.uint8)
+    out, i = bytearray(), 0
+    while i < len(flat):
+        j = i
+        while j < len(flat) and flat[j] == flat[i] and j - i < 255:
+            j += 1
+        out += bytes([flat[i], j - i])
+        i = j
+    d = grid.shape[0]
+    return f"#binvox 1\ndim {d} {d} {d}\ntranslate 0 0 0\nscale 1\ndata\n".encode() + bytes(out)

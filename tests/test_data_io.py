@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import binvox_bytes
 
 from voxhelpers.data.datasets import VoxelDataset
 from voxhelpers.data.grids import check_grids
@@ -93,20 +94,6 @@ def test_load_binvox_refuses_broken_files(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # your own shapes: npy:<file> and npy:<folder>
 # --------------------------------------------------------------------------------------------------
-def _binvox_bytes(grid: np.ndarray) -> bytes:
-    """Encode a cubic grid[x, y, z] as binvox (x, z, y order; runs of at most 255)."""
-    flat = grid.transpose(0, 2, 1).ravel().astype(np.uint8)
-    out, i = bytearray(), 0
-    while i < len(flat):
-        j = i
-        while j < len(flat) and flat[j] == flat[i] and j - i < 255:
-            j += 1
-        out += bytes([flat[i], j - i])
-        i = j
-    d = grid.shape[0]
-    return f"#binvox 1\ndim {d} {d} {d}\ntranslate 0 0 0\nscale 1\ndata\n".encode() + bytes(out)
-
-
 def test_load_grids_reads_an_array_file(tmp_path):
     chairs = procedural_shapes("chair", 3)
     np.save(tmp_path / "mine.npy", chairs.astype(np.uint8))
@@ -126,7 +113,7 @@ def test_load_grids_reads_a_folder_of_npy_and_binvox_files(tmp_path):
     folder = tmp_path / "shapes"
     folder.mkdir()
     np.save(folder / "a.npy", a)
-    (folder / "b.binvox").write_bytes(_binvox_bytes(b))
+    (folder / "b.binvox").write_bytes(binvox_bytes(b))
     np.save(folder / "c.npy", c.astype(np.float32))
     (folder / "notes.txt").write_text("not a shape")  # other files are ignored
     assert np.array_equal(load_binvox(folder / "b.binvox"), b)  # the encoder agrees with the reader

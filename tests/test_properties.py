@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import binvox_bytes
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -399,20 +400,6 @@ def test_load_grids_npy_refuses_a_missing_path(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # binvox
 # --------------------------------------------------------------------------------------------------
-def binvox_bytes(grid: np.ndarray) -> bytes:
-    """Encode grid[x, y, z] as binvox (x, z, y order; runs of at most 255)."""
-    flat = grid.transpose(0, 2, 1).ravel().astype(np.uint8)
-    out, i = bytearray(), 0
-    while i < len(flat):
-        j = i
-        while j < len(flat) and flat[j] == flat[i] and j - i < 255:
-            j += 1
-        out += bytes([flat[i], j - i])
-        i = j
-    d = grid.shape[0]
-    return f"#binvox 1\ndim {d} {d} {d}\ntranslate 0 0 0\nscale 1\ndata\n".encode() + bytes(out)
-
-
 @SETTINGS
 @given(st.data())
 def test_load_binvox_refuses_random_and_truncated_files(data):
