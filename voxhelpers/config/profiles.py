@@ -67,6 +67,15 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
+    def known_fields(cls, values: dict) -> dict:
+        """``values`` unchanged, or a ValueError naming the keys that are not fields (and listing the fields)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; expected some of {sorted(names)}")
+        return values
+
+    @classmethod
     def upgrade(cls, values: dict) -> dict:
         """Map an older config dict onto today's fields (the default: unchanged). Subclasses override."""
         return dict(values)
@@ -74,11 +83,7 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict) -> Config:
         """Build a config from a dict (a card's or a checkpoint's), upgrading older keys; unknown keys raise."""
-        values = cls.upgrade(values)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; expected some of {sorted(names)}")
+        values = cls.known_fields(cls.upgrade(values))
         hints = typing.get_type_hints(cls)
         for k, v in list(values.items()):  # JSON turns tuples into lists
             if isinstance(v, list) and "tuple" in str(hints.get(k, "")):
@@ -92,12 +97,7 @@ class Config:
         Raises:
             ValueError: an unknown profile, an unknown field (the message lists the valid ones) or a bad value.
         """
-        values = {**cls.PROFILES.get(get_profile(profile), {}), **overrides}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; expected some of {sorted(names)}")
-        return cls(**values)
+        return cls(**cls.known_fields({**cls.PROFILES.get(get_profile(profile), {}), **overrides}))
 
 
 @dataclass

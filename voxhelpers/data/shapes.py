@@ -179,28 +179,32 @@ def load_synthevox3d(category: str, n_conditions: int = 2, roots=None) -> np.nda
     return make_conditions(cond0, n_conditions)
 
 
-def available_synthevox3d(roots=None) -> list[str]:
-    """Names of the SynthEVox3D categories that can be read under the data roots (empty if none).
+def synthevox3d_readable(category: str, roots=None) -> bool:
+    """Whether a SynthEVox3D category can be read under the data roots: its preprocessed ``model_array.npy`` loads
+    and validates (or, without one, its folder holds raw ``model_normalized.npz`` files). A corrupt or truncated
+    file makes it unreadable.
 
-    A category is listed only when its preprocessed ``model_array.npy`` loads and validates (or, without one, its
-    folder holds raw ``model_normalized.npz`` files): a corrupt or truncated file is not offered.
+    Raises:
+        ValueError: an unknown category.
     """
-    out = []
-    for name in SYNTHEVOX3D_CATEGORIES:
-        try:
-            folder = synthevox3d_dir(name, roots)
-        except DatasetNotFoundError:
-            continue
-        pre = folder / PREPROCESSED_NAMES[0]
-        try:
-            if pre.is_file():
-                check_grids(load_array(pre), str(pre), size=32)
-            elif not any(folder.glob("*/model_normalized.npz")):
-                continue
-        except ValueError:
-            continue
-        out.append(name)
-    return out
+    try:
+        folder = synthevox3d_dir(category, roots)
+    except DatasetNotFoundError:
+        return False
+    pre = folder / PREPROCESSED_NAMES[0]
+    if not pre.is_file():
+        return any(folder.glob("*/model_normalized.npz"))
+    try:
+        check_grids(load_array(pre), str(pre), size=32)
+    except ValueError:
+        return False
+    return True
+
+
+def available_synthevox3d(roots=None) -> list[str]:
+    """Names of the SynthEVox3D categories that can be read under the data roots (:func:`synthevox3d_readable`;
+    empty if none)."""
+    return [name for name in SYNTHEVOX3D_CATEGORIES if synthevox3d_readable(name, roots)]
 
 
 # --------------------------------------------------------------------------------------------------

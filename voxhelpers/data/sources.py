@@ -105,13 +105,13 @@ def grid_up(data: str) -> str:
 
 def data_available(data: str, roots=None) -> bool:
     """Whether a data string can be read on this machine (procedural stand-ins always can)."""
-    from .shapes import MODELNET10_HOW_TO_GET, available_synthevox3d, resolve_category
+    from .shapes import MODELNET10_HOW_TO_GET, synthevox3d_readable
 
     source, name = parse_data(data)
     if source == "procedural":
         return True
     if source == "synthevox3d":
-        return resolve_category(name)[0] in available_synthevox3d(roots)
+        return synthevox3d_readable(name, roots)
     if source == "modelnet10":
         try:
             find_data(f"modelnet10/{name}.npy.gz", MODELNET10_HOW_TO_GET, roots)

@@ -30,7 +30,7 @@ from .distributed import (
     mean_over_processes,
     sync_buffers,
 )
-from .state import CHECKPOINT_NAME, TrainState, update_ema
+from .state import CHECKPOINT_NAME, TrainState, read_checkpoint, update_ema
 
 #: history keys whose NaN stops a run (elsewhere NaN means "no such update on this batch")
 GUARDED = ("loss_d", "loss_g", "loss_gp", "loss_rec")
@@ -110,8 +110,6 @@ def fit(system: str | System, config, out_dir: str | Path | None = None, device=
     state = TrainState(models, optimizers, generator, extra=system.initial_extra(cfg), config=cfg.to_dict())
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        from .state import read_checkpoint
-
         state.load_state_dict(read_checkpoint(ckpt_path), str(ckpt_path),
                               upgrade=lambda d: type(cfg).from_dict(d).to_dict())
         if rank == 0:
@@ -151,12 +149,8 @@ def fit(system: str | System, config, out_dir: str | Path | None = None, device=
                 if ema_on and system.ema_when(out):
                     update_ema(models[system.ema[0]], models[system.ema[1]], cfg.ema_decay)
                 rows.append(out)
-            row = {"epoch": state.epoch, **summarise_epoch(rows, state.extra.setdefault("last", {}))}
-            bad = [k for k, v in row.items() if math.isinf(v) or (math.isnan(v) and k in GUARDED)]
-            if bad:
-                where = f"; the last good checkpoint is kept at {ckpt_path}" if ckpt_path else ""
-                raise FloatingPointError(f"{system.name}: {bad} became NaN/inf at epoch {state.epoch}{where}")
-            state.history.append(row)
+            state.history.append({"epoch": state.epoch, **summarise_epoch(rows, state.extra.setdefault("last", {}))})
+            row = state.history[-1]
             state.epoch += 1
             for callback in callbacks:
                 callback(state, row)
