@@ -203,3 +203,14 @@ def test_ratio_lines_pair_the_right_rows():
                      "layers (same run)",
                      f"- `it` [channels_last_3d]: the fast paths' GEMMs on {fast_conv3d.GEMM_BACKEND} are 1.25× the "
                      "speed of the same on the other backend (same run)"]
+
+
+@pytest.mark.parametrize("name", ["drr_chest_parallel", "drr_chest_cone_256", "xray_ct_step", "vnet_step",
+                                  "sliding_window_vnet"])
+def test_quick_cases_of_the_new_systems_run(name):
+    """Each row of the case builds and makes one call at the quick sizes (the real sizes run in `bench`)."""
+    opts = bench.BenchOptions(torch.device("cpu"), quick=True)
+    rows = bench.CASES[name](opts)
+    assert rows and all(r.name == name for r in rows)
+    for row in rows:
+        row.setup()()

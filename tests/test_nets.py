@@ -13,6 +13,8 @@ from voxhelpers.systems import get_system
 CASES = [(system, role, {}) for system in NETWORKS for role in NETWORKS[system]] + [
     ("voxel_cgan", "generator", {"n_conditions": 4, "condition": "onehot"}),
     ("voxel_cgan", "discriminator", {"n_conditions": 4, "condition": "onehot", "variant": "sound"}),
+    ("vnet", "segmenter", {"network": "monai_unet"}),
+    ("vnet", "segmenter", {"network": "monai_vnet"}),
 ]
 
 
@@ -22,6 +24,11 @@ def _config(system, overrides):
 
 def _inputs(system, role, cfg, B=2):
     """A tiny batch for a network, drawn from the global RNG: what its forward takes."""
+    if role == "segmenter":
+        return (torch.rand(B, 1, *cfg.patch_size),)  # a windowed CT patch in [0, 1]
+    if system == "xray_ct":
+        xrays = (torch.rand(B, 1, cfg.size, cfg.size), torch.rand(B, 1, cfg.size, cfg.size))  # PA, lateral
+        return xrays if role == "generator" else (torch.rand(B, 1, cfg.size, cfg.size, cfg.size), *xrays)
     if role == "generator" and system == "vae_iwgan":
         return (torch.rand(B, 3, cfg.image_size, cfg.image_size),)  # renders in [0, 1]
     if role == "generator":
@@ -51,7 +58,14 @@ def test_shape_backward_roundtrip(system, role, overrides, tmp_path):
     inputs = _inputs(system, role, cfg)
     # output shape and range for a batch of two
     out = net(*inputs)
-    if role == "generator":
+    if role == "segmenter":
+        assert out.shape == (2, cfg.n_classes, *cfg.patch_size)  # logits of background + 7 organs
+    elif system == "xray_ct":
+        side = cfg.size // 8 - 2  # the PatchGAN's grid: three halvings, two k4 stride-1 convolutions
+        assert out.shape == ((2, 1, cfg.size, cfg.size, cfg.size) if role == "generator" else (2, 1, side, side, side))
+        if role == "generator":
+            assert 0 <= out.min() and out.max() <= 1  # a windowed CT
+    elif role == "generator":
         assert out.shape == (2, 1, 32, 32, 32)
         low = 0.0 if system == "voxel_cgan" else -1.0  # the cGAN's sigmoid; the WGANs' tanh
         assert low <= out.min() and out.max() <= 1
@@ -75,7 +89,7 @@ def test_shape_backward_roundtrip(system, role, overrides, tmp_path):
 
 def test_every_network_of_every_system_is_covered():
     assert {(s, r) for s, r, _ in CASES} == {(s, r) for s in NETWORKS for r in NETWORKS[s]}
-    assert set(NETWORKS) == {"voxel_cgan", "iwgan", "vae_iwgan"}
+    assert set(NETWORKS) == {"voxel_cgan", "iwgan", "vae_iwgan", "xray_ct", "vnet"}
 
 
 def test_parameter_counts_match_the_seed():
@@ -142,7 +156,7 @@ def test_bad_input_messages():
         CGANGenerator(condition="both")
     with pytest.raises(ValueError, match="output must be one of"):
         CGANDiscriminator(output="sigmoid")
-    with pytest.raises(ValueError, match=r"unknown system 'nope'; expected one of \['iwgan', 'vae_iwgan', 'voxel_cgan"):
+    with pytest.raises(ValueError, match=r"unknown system 'nope'; expected one of \['iwgan', 'vae_iwgan', 'vnet', "):
         build_network("nope", "generator", VoxelCGANConfig())
     with pytest.raises(ValueError, match=r"no 'encoder' network; expected one of \['discriminator', 'generator'\]"):
         build_network("voxel_cgan", "encoder", VoxelCGANConfig())

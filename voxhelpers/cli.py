@@ -32,13 +32,17 @@ def _field_type(hint) -> tuple[type, bool, bool]:
     return str, "tuple" in text, optional
 
 
-def data_argument(text: str) -> str:
+def data_argument(text: str, cls=None) -> str:
     """``--data``, checked by the parser before anything is built: a known source and, for SynthEVox3D, a known
-    category (the valid ones listed). Whether the files exist is checked next, before any model is built."""
+    category (the valid ones listed); a config class with its own ``check_data_argument`` checks it that way.
+    Whether the files exist is checked next, before any model is built."""
     from .data.shapes import resolve_category
     from .data.sources import parse_data
 
     try:
+        if hasattr(cls, "check_data_argument"):
+            cls.check_data_argument(text)
+            return text
         source, name = parse_data(text)
         if source == "synthevox3d":
             resolve_category(name)
@@ -61,7 +65,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
 
         def parse(text: str, kind=kind, optional=optional, name=f.name):
             if name == "data":
-                return data_argument(text)
+                return data_argument(text, cls)
             return None if optional and text.lower() == "none" else kind(text)
 
         parser.add_argument(flag, dest=f.name, type=parse, default=None, nargs="+" if is_tuple else None,
@@ -159,12 +163,26 @@ def export(system, cfg, model, folder: str | Path, profile: str, epochs: int, da
                            dtype=system.weights_dtype, epochs=epochs)
     if evaluate:
         splits = splits or system.data(cfg)
-        update_card(path, metrics=system.evaluate(model, cfg, splits, profile, device))
+        update_card(path, metrics=evaluate_and_keep(system, cfg, model, splits, profile, device,
+                                                    path.with_suffix(".cases.csv")))
     return path
+
+
+def evaluate_and_keep(system, cfg, model, splits, profile, device, cases_csv: Path) -> dict:
+    """The system's metrics; a system with per-case :attr:`~voxhelpers.systems.System.details` also writes its
+    per-case rows to ``cases_csv`` (atomically)."""
+    if system.details is None:
+        return system.evaluate(model, cfg, splits, profile, device)
+    from .data.io import atomic_write
+
+    metrics, table = system.details(model, cfg, splits, device)
+    atomic_write(cases_csv, lambda tmp: table.to_csv(tmp, index=False))
+    return metrics
 
 
 def _train(args) -> None:
     from .config import get_profile, runs_dir
+    from .data.io import atomic_write, write_json
     from .plots import SampleSheets, history_figure, save_figure
     from .systems import get_system
     from .training import distributed_world, fit
@@ -187,9 +205,12 @@ def _train(args) -> None:
         path = export(system, cfg, result.model, args.export, profile, result.state.epoch, splits.description,
                       args.evaluate, splits, args.device)
         print(f"weights {path}, card {path.with_suffix('.json')}")
+        rows = path.with_suffix(".cases.csv")
+        if rows.is_file():  # the run folder keeps its per-case rows too (what the k-fold report reads)
+            atomic_write(run / "cases.csv", lambda tmp: tmp.write_bytes(rows.read_bytes()))
     elif args.evaluate:
-        metrics = system.evaluate(result.model, cfg, splits, profile, args.device)
-        (run / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        metrics = evaluate_and_keep(system, cfg, result.model, splits, profile, args.device, run / "cases.csv")
+        write_json(run / "metrics.json", metrics)
         print(json.dumps(metrics, indent=2))
 
 

@@ -61,4 +61,7 @@ __all__ = [
 # isort: off
 from . import voxel_cgan  # noqa: E402, F401
 from . import iwgan  # noqa: E402, F401
+from . import xray_ct  # noqa: E402, F401
+from . import xray_ct_steps  # noqa: E402, F401
+from . import segmentation  # noqa: E402, F401
 # isort: on

@@ -221,7 +221,7 @@ def screen_ct(hu: np.ndarray, min_body_voxels: int = 30_000, min_slice_voxels: i
     slice strictly inside that extent has no body voxel at all.
 
     On the 203 real patients (170 train, 33 validation) the default drops 3: pt_143 (8,502 body voxels, and
-    slices 20–33 empty inside it), pt_51 (26,220) and pt_170 (26,235) — 193 kept. With ``min_slice_voxels=1``
+    slices 20–33 empty inside it), pt_51 (26,220) and pt_170 (26,235) — 200 kept. With ``min_slice_voxels=1``
     (any voxel counts) 7 more are dropped, each for 1–8-voxel specks lying a few empty slices above the head (or,
     pt_36, one voxel below the neck): pt_10 (slice 25), pt_36 (91–97), pt_92 (29–32), pt_97 (22–28), pt_154
     (31–34), pt_188 (22–31), validation pt_224 (28–35).

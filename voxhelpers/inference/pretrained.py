@@ -86,6 +86,7 @@ def load_pretrained(path: str | Path, device="cpu", verify: bool = True) -> tupl
         named), or weights that do not fit the card's network.
     """
     from ..nets import build_network
+    from ..systems import get_system
 
     path = Path(path).with_suffix(".safetensors")
     card = read_card(path)
@@ -100,7 +101,7 @@ def load_pretrained(path: str | Path, device="cpu", verify: bool = True) -> tupl
             raise ValueError(f"{path}: sha256 {actual} differs from its card's {expected}: the file is not the one "
                              "the card describes (corrupt, or other weights); pass verify=False to load edited weights")
     try:
-        model = build_network(card["system"], "generator", card_config(card))
+        model = build_network(card["system"], get_system(card["system"]).shipped_role, card_config(card))
     except (ValueError, TypeError) as e:  # a damaged card: an unknown system, a config field of the wrong type
         raise ValueError(f"{path.with_suffix('.json')}: the model card does not describe a network this version "
                          f"can build ({e})") from e

@@ -8,7 +8,8 @@
   choice, voxel average precision).
 - :mod:`~voxhelpers.metrics.segmentation`: label maps against label maps (per-class Dice, IoU, HD95 in mm, accuracy,
   with the empty and not-labelled cases defined; the per-organ table); imported as a submodule (it needs scipy).
-- ``image.py`` (PSNR, SSIM, MAE, cosine) will hold the image metrics.
+- :mod:`~voxhelpers.metrics.volumes`: intensity volumes against volumes (MAE in HU, PSNR 3-D and slice-averaged,
+  SSIM over the three axes with its data range given, cosine similarity; the methods table) — X-ray → CT.
 
 Shared input checks live in :mod:`~voxhelpers.metrics._common`; :func:`binarize` is the public one. Every public
 name is re-exported here, so ``voxhelpers.metrics.iou`` and ``from voxhelpers.metrics import iou`` both work.
@@ -26,6 +27,7 @@ from .generation import (
     voxel_set_metrics,
 )
 from .reconstruction import DEFAULT_THRESHOLDS, choose_threshold, voxel_average_precision
+from .volumes import cosine_similarity, mae_hu, metrics_table, psnr_3d, psnr_slices, ssim_3axes, volume_metrics
 from .voxel_sets import aad, avar, condition_consistency, dice_score, iou, pairwise_iou
 
 __all__ = [
@@ -47,4 +49,11 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "choose_threshold",
     "voxel_average_precision",
+    "mae_hu",
+    "psnr_3d",
+    "psnr_slices",
+    "ssim_3axes",
+    "cosine_similarity",
+    "volume_metrics",
+    "metrics_table",
 ]

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import voxel_gan
+from . import vnet, voxel_gan, xray_ct
+from .vnet import VNet
 from .voxel_gan import VAEIWGAN, CGANDiscriminator, CGANGenerator, ImageEncoder, IWGANCritic, IWGANGenerator
 
 #: system → role → constructor taking the system's config
 NETWORKS: dict[str, dict] = {
     **voxel_gan.NETWORKS,
+    **xray_ct.NETWORKS,
+    **vnet.NETWORKS,
 }
 
 
@@ -41,4 +44,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["NETWORKS", "VAEIWGAN", "CGANDiscriminator", "CGANGenerator", "IWGANCritic", "IWGANGenerator",
-           "ImageEncoder", "build_network", "count_parameters"]
+           "ImageEncoder", "VNet", "build_network", "count_parameters"]

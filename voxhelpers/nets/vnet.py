@@ -213,12 +213,31 @@ class VNet(nn.Module):
         return self.head(y)  # (B, out_channels, D, H, W) logits
 
 
-def _from_config(cfg) -> VNet:
-    return VNet(spatial_dims=3, in_channels=cfg.in_channels, out_channels=cfg.out_channels, width=cfg.width,
+def monai_peer(name: str, in_channels: int = 1, out_channels: int = 8, dropout: float = 0.2) -> nn.Module:
+    """An outside peer from MONAI, trained identically to ours: ``"monai_vnet"`` (MONAI's ``VNet``: its own
+    layout, ELU, dropout ``dropout`` after the downsamplings and 0.5 hard-coded in its up path, MONAI #6116) or
+    ``"monai_unet"`` (a residual ``UNet``, 16-32-64-128-256, two residual units per level, instance norm)."""
+    from monai.networks import nets
+
+    if name == "monai_vnet":
+        return nets.VNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, dropout_prob_down=dropout)
+    if name == "monai_unet":
+        return nets.UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                         channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="instance")
+    raise ValueError(f"unknown MONAI peer {name!r}; expected 'monai_vnet' or 'monai_unet'")
+
+
+def _from_config(cfg) -> nn.Module:
+    network = getattr(cfg, "network", "vnet")
+    in_channels = getattr(cfg, "in_channels", 1)
+    out_channels = cfg.n_classes if hasattr(cfg, "n_classes") else cfg.out_channels
+    if network != "vnet":
+        return monai_peer(network, in_channels, out_channels, cfg.dropout)
+    return VNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, width=cfg.width,
                 dropout=cfg.dropout, norm=cfg.norm, act=getattr(cfg, "act", "relu"))
 
 
-#: system → role → constructor; reads ``cfg.in_channels``, ``cfg.out_channels``, ``cfg.width``, ``cfg.dropout``,
-#: ``cfg.norm`` and, when the config has it, ``cfg.act`` (else ``"relu"``). Not yet registered in
-#: :data:`voxhelpers.nets.NETWORKS`.
+#: system → role → constructor; reads ``cfg.network`` (``vnet`` or a MONAI peer), ``cfg.n_classes`` (or
+#: ``cfg.out_channels``), ``cfg.width``, ``cfg.dropout``, ``cfg.norm`` and, when the config has them,
+#: ``cfg.in_channels`` (else 1) and ``cfg.act`` (else ``"relu"``).
 NETWORKS = {"vnet": {"segmenter": _from_config}}

@@ -5,6 +5,8 @@
 - :mod:`~voxhelpers.plots.figures`: training-history curves, atomic PNG saving and the figure helpers.
 - :mod:`~voxhelpers.plots.sheets`: the sample-sheet callback for :func:`voxhelpers.training.fit`.
 - :mod:`~voxhelpers.plots.scenes`: a static copy of a plotly figure of voxel meshes (the viewers' PNG fallback).
+- :mod:`~voxhelpers.plots.segmentation`: CT slices with organ label maps overlaid (system 5).
+- :mod:`~voxhelpers.plots.xray_ct`: the two X-rays and slices of real and generated CTs (system 3).
 - :mod:`~voxhelpers.plots._checks`: input checks shared with :mod:`voxhelpers.viewers`.
 
 Every figure function returns a :class:`matplotlib.figure.Figure`, already closed in pyplot; the caller displays
@@ -15,8 +17,10 @@ or saves it (:func:`save_figure`). matplotlib is imported inside the functions a
 from .figures import history_figure, save_figure
 from .images import image_grid_figure, reconstruction_figure
 from .scenes import mesh_scenes_figure
+from .segmentation import organ_colors, segmentation_figure
 from .sheets import SampleSheets
 from .voxels import SEED_COLORS, SHEET_ROW_LABELS, sample_sheet_figure, voxel_faces, voxel_row_figure
+from .xray_ct import xray_ct_figure
 
 __all__ = [
     "SampleSheets",
@@ -30,4 +34,7 @@ __all__ = [
     "mesh_scenes_figure",
     "history_figure",
     "save_figure",
+    "segmentation_figure",
+    "organ_colors",
+    "xray_ct_figure",
 ]

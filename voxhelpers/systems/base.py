@@ -63,11 +63,14 @@ class System:
         weights_name: ``config -> file name`` of the exported weights (``"bce.safetensors"``).
         run_name: ``config -> folder name`` of a run under ``runs/<profile>/<system>/``.
         shipped: the model key exported (``"G"``); with ``ema`` and ``config.ema_decay > 0`` its EMA copy instead.
+        shipped_role: the :func:`voxhelpers.nets.build_network` role that rebuilds the shipped model from a card.
         ema: ``(ema key, model key)`` for the moving average of weights, or None.
         ema_when: after which batches the EMA is updated (:func:`always`, :func:`generator_stepped`).
         sync_extra: keys of ``state.extra`` averaged over processes after each batch under torchrun.
         weights_dtype: ``"fp16"`` or ``"int8"`` (per-channel) for exported weights.
         initial_extra: ``config -> dict``: system state kept in checkpoints (the cGAN's D gate).
+        details: optional ``(model, config, splits, device) -> (metrics, per-case DataFrame)``: :attr:`evaluate`
+            with its per-case rows kept; the command line writes them to ``cases.csv`` beside the metrics.
     """
 
     name: str
@@ -84,11 +87,13 @@ class System:
     weights_name: Callable[[Any], str]
     run_name: Callable[[Any], str]
     shipped: str = "G"
+    shipped_role: str = "generator"
     ema: tuple[str, str] | None = ("G_ema", "G")
     ema_when: Callable[[dict], bool] = always
     sync_extra: tuple[str, ...] = ()
     weights_dtype: str = "fp16"
     initial_extra: Callable[[Any], dict] = lambda cfg: {}
+    details: Callable[..., Any] | None = None
 
     def shipped_key(self, config) -> str:
         """The key of the model that is exported and evaluated for ``config``."""

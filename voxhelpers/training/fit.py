@@ -33,7 +33,7 @@ from .distributed import (
 from .state import CHECKPOINT_NAME, TrainState, read_checkpoint, update_ema
 
 #: history keys whose NaN stops a run (elsewhere NaN means "no such update on this batch")
-GUARDED = ("loss_d", "loss_g", "loss_gp", "loss_rec")
+GUARDED = ("loss", "loss_d", "loss_g", "loss_gp", "loss_rec")
 
 
 @dataclass

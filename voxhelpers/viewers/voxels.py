@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .plots._checks import _as_groups, _as_volume_list, _binarize, _check_index, _check_titles
-from .plots.scenes import figure_png
+from ..plots._checks import _as_groups, _as_volume_list, _binarize, _check_index, _check_titles
+from ..plots.scenes import figure_png
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import ipywidgets
@@ -350,7 +350,9 @@ def voxel_viewer(
     def build() -> go.Figure:
         return _viewer_figure(groups, sample.value, condition.value, thresh.value, height=height, label=label)
 
-    if _has_anywidget():
+    from . import _has_anywidget as has_anywidget  # looked up on the package: patching viewers._has_anywidget works
+
+    if has_anywidget():
         import plotly.graph_objects as go
 
         display = go.FigureWidget(build())

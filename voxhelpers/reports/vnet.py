@@ -1,0 +1,85 @@
+"""System 5's k-fold report: every fold's per-case rows gathered, one per-organ table per network, side by side.
+
+Each fold run (``python -m voxhelpers train vnet --network N --fold k --evaluate``) writes ``cases.csv`` into its run
+folder (``runs/<profile>/vnet/<source>_<network>_fold<k>/``): one row per validation patient. Because every patient
+is validated in exactly one fold, the rows of all folds together cover each patient once, and the table's mean ± std
+are over patients (not over fold means).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config.vnet import SEGMENTATION_NETWORKS
+
+__all__ = ["kfold_cases", "kfold_table", "kfold_commands"]
+
+
+def kfold_commands(networks: Sequence[str] = SEGMENTATION_NETWORKS, n_folds: int = 5, data: str = "openkbp",
+                   profile: str = "cpu") -> list[str]:
+    """The commands that train and evaluate every (network, fold): run them in any order, each resumes."""
+    return [f"VOXHELPERS_PROFILE={profile} python -m voxhelpers train vnet --data {data} --network {n} "
+            f"--n-folds {n_folds} --fold {k} --evaluate" for n in networks for k in range(n_folds)]
+
+
+def kfold_cases(runs: str | Path, networks: Sequence[str] = SEGMENTATION_NETWORKS, n_folds: int = 5,
+                source: str = "openkbp") -> tuple[pd.DataFrame, list[str]]:
+    """Every fold's per-case rows under ``runs`` (``runs/<profile>/vnet``), with ``network`` and ``fold`` columns.
+
+    Returns:
+        ``(rows, missing)``: the rows found, and the run folders without a ``cases.csv`` (not trained or not
+        evaluated yet).
+
+    Raises:
+        ValueError: a case validated twice for one network (folds of different splits mixed in one folder).
+    """
+    runs = Path(runs)
+    frames, missing = [], []
+    for network in networks:
+        for fold in range(n_folds):
+            path = runs / f"{source}_{network}_fold{fold}" / "cases.csv"
+            if not path.is_file():
+                missing.append(str(path.parent))
+                continue
+            frames.append(pd.read_csv(path).assign(network=network, fold=fold))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["case", "network", "fold"])
+    twice = rows[rows.duplicated(["network", "case"], keep=False)]
+    if len(twice):
+        raise ValueError(f"cases validated in two folds of one network: {sorted(set(twice['case']))[:5]}; each fold "
+                         "run must come from the same n_folds and seed")
+    return rows, missing
+
+
+def _mean_std(values: np.ndarray) -> str:
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return "—"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+def kfold_table(rows: pd.DataFrame, names: Sequence[str], metrics: Sequence[str] = ("dice", "hd95")) -> pd.DataFrame:
+    """Per organ (and their mean), per network: mean ± std over patients of each metric, and the patients counted.
+
+    HD95 of an organ missed or hallucinated is infinite: it is left out of the mean and counted in the
+    ``hd95 missed`` column. NaN (an organ not delineated for a patient) is skipped.
+    """
+    out = {}
+    for network, group in rows.groupby("network", sort=False):
+        for metric in metrics:
+            cols = [f"{metric}_{n}" for n in names]
+            values = group[cols].to_numpy(dtype=float)
+            per_patient = np.array([np.nanmean(np.where(np.isinf(r), np.nan, r)) if np.isfinite(r).any() else np.nan
+                                    for r in values])
+            column = [_mean_std(values[:, j]) for j in range(len(names))] + [_mean_std(per_patient)]
+            out[(network, metric)] = column
+            if metric.startswith("hd"):
+                out[(network, f"{metric} missed")] = [int(np.isinf(values[:, j]).sum()) for j in range(len(names))] \
+                    + [int(np.isinf(values).sum())]
+        out[(network, "patients")] = [int(np.isfinite(group[f"dice_{n}"]).sum()) for n in names] + [len(group)]
+    table = pd.DataFrame(out, index=pd.Index([*names, "mean"], name="organ"))
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
