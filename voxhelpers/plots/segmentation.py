@@ -45,7 +45,7 @@ def _overlay(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
 
 
 def segmentation_figure(image, truth, prediction, names: Sequence[str], title: str = "",
-                        centre: tuple[int, int, int] | None = None) -> Figure:
+                        centre: tuple[int, int, int] | None = None, spacing=None) -> Figure:
     """CT slices (axial, coronal, sagittal) through the organs, with the truth and the prediction overlaid.
 
     Args:
@@ -56,6 +56,7 @@ def segmentation_figure(image, truth, prediction, names: Sequence[str], title: s
         title: the figure title.
         centre: the voxel the three slices pass through (default: the centre of mass of the truth's organs, else of
             the prediction's, else the volume's centre).
+        spacing: voxel size in mm per axis, so that each slice is drawn with its true aspect (default: square voxels).
 
     Raises:
         ValueError: arrays not 3-D or of different shapes, NaN in the image.
@@ -78,13 +79,16 @@ def segmentation_figure(image, truth, prediction, names: Sequence[str], title: s
     columns = ["CT", *shown]
     fig = _new_figure((3.0 * len(columns), 3.0 * len(VIEWS) + 0.6))
     axes = fig.subplots(len(VIEWS), len(columns), squeeze=False)
+    sp = (1.0, 1.0, 1.0) if spacing is None else tuple(float(x) for x in spacing)
     for r, (view, axis) in enumerate(VIEWS):
         ct = _slice(image, axis, centre[axis])
+        across, up = (sp[a] for a in range(3) if a != axis)  # after _slice: rows run along `up`, columns `across`
         for c, col in enumerate(columns):
             ax = axes[r][c]
-            ax.imshow(ct, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(ct, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect=up / across)
             if col != "CT":
-                ax.imshow(_overlay(_slice(shown[col], axis, centre[axis]), colors), interpolation="nearest")
+                ax.imshow(_overlay(_slice(shown[col], axis, centre[axis]), colors), interpolation="nearest",
+                          aspect=up / across)
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(col)

@@ -249,7 +249,8 @@ def figure(model, cfg: VNetConfig, case, title: str = ""):
     from ..plots.segmentation import segmentation_figure
 
     pred = predict(model.eval(), case.image, cfg)
-    return segmentation_figure(case.image[0], case.labels, pred, cfg.class_names, title=title or case.name)
+    return segmentation_figure(case.image[0], case.labels, pred, cfg.class_names, title=title or case.name,
+                               spacing=case.spacing)
 
 
 def run_name(cfg: VNetConfig) -> str:
