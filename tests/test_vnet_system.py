@@ -245,3 +245,48 @@ def test_cli_rejects_bad_segmentation_data_in_one_line(capsys):
     assert main(["train", "vnet", "--data", "openkbp:test"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: argument --data: OpenKBP split must be train, validation or all") and "\n" not in err
+
+
+# --------------------------------------------------------------------------------------------------
+# a user's own NIfTI pairs (FLARE22 naming, the nnU-Net layout)
+# --------------------------------------------------------------------------------------------------
+def _write_pair(image_path, label_path, seed, affine):
+    import nibabel as nib
+
+    vol = phantom_case(seed, (16, 16, 16), ("a", "b"))
+    for path in (image_path, label_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(vol.hu.astype(np.int16), affine), image_path)
+    nib.save(nib.Nifti1Image(vol.labels, affine), label_path)
+
+
+def test_flare22_and_nnunet_folders_are_listed_and_read(tmp_path):
+    from voxhelpers.data.segmentation import list_cases, load_case
+
+    lps = np.diag([-2.0, -2.0, 3.0, 1.0])  # stored LPS, as DICOM-derived NIfTIs often are
+    for i in (1, 2):
+        folder = tmp_path / "flare"
+        _write_pair(folder / f"FLARE22_Tr_000{i}_0000.nii.gz", folder / f"FLARE22_Tr_000{i}.nii.gz", i, lps)
+    cases = list_cases(f"flare22:{tmp_path / 'flare'}")
+    assert [n for n, _ in cases] == ["FLARE22_Tr_0001", "FLARE22_Tr_0002"]
+    vol = load_case(cases[0][1])
+    assert vol.axes == "RAS" and vol.spacing == (2.0, 2.0, 3.0) and vol.labels.max() == 2
+    for i in (3, 4, 5):
+        root = tmp_path / "nn"
+        _write_pair(root / "imagesTr" / f"case{i}_0000.nii.gz", root / "labelsTr" / f"case{i}.nii.gz", i, np.eye(4))
+    cfg = vnet_config("smoke", data=f"nifti:{tmp_path / 'nn'}", classes=("a", "b"), n_folds=3, spacing=None,
+                      volume_shape=(16, 16, 16), patch_size=(16, 16, 16), width=0.125)
+    splits = get_system("vnet").data(cfg)
+    assert len(splits.train) == 2 and len(splits.held_out["validation"]) == 1
+    assert splits.train[0].image.shape == (1, 16, 16, 16) and list(splits.train[0].labelled) == [True, True]
+
+
+def test_a_folder_without_pairs_says_what_it_expected(tmp_path):
+    from voxhelpers.config.paths import DatasetNotFoundError
+    from voxhelpers.data.segmentation import list_cases
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="no image \\+ label pairs found; expected a folder with imagesTr"):
+        list_cases(f"nifti:{tmp_path / 'empty'}")
+    with pytest.raises(DatasetNotFoundError, match="no such folder"):
+        list_cases(f"flare22:{tmp_path / 'missing'}")

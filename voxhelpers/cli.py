@@ -161,9 +161,12 @@ def export(system, cfg, model, folder: str | Path, profile: str, epochs: int, da
     path = save_pretrained(model, system.name, {**cfg.to_dict(), "epochs": epochs},
                            Path(folder) / system.weights_name(cfg), profile=profile, command=command, data=data,
                            dtype=system.weights_dtype, epochs=epochs)
-    if evaluate:
+    if evaluate:  # the card's metrics are those of the file a user loads (fp16 / int8), not of the fp32 model
+        from .inference import load_pretrained
+
         splits = splits or system.data(cfg)
-        update_card(path, metrics=evaluate_and_keep(system, cfg, model, splits, profile, device,
+        shipped, _ = load_pretrained(path, device or "cpu")
+        update_card(path, metrics=evaluate_and_keep(system, cfg, shipped, splits, profile, device,
                                                     path.with_suffix(".cases.csv")))
     return path
 
