@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .figures import _new_figure
+from .segmentation import VIEWS, _slice
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
@@ -48,11 +49,9 @@ def xray_ct_figure(pa, lateral, real, generated, title: str = "", extra: dict | 
         ax.set_title(name)
     for r, (name, v) in enumerate(vols.items(), start=1):
         v = np.asarray(v, dtype=np.float32)
-        c = [n // 2 for n in v.shape]
-        cuts = (("axial", v[:, :, c[2]]), ("coronal", v[:, c[1], :]), ("sagittal", v[c[0], :, :]))
-        for j, (view, s) in enumerate(cuts):
+        for j, (view, axis) in enumerate(VIEWS):
             ax = axes[r][j]
-            ax.imshow(np.rot90(s)[:, ::-1], cmap="gray", vmin=0, vmax=1)
+            ax.imshow(_slice(v, axis, v.shape[axis] // 2), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(name)

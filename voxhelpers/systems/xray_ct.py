@@ -64,10 +64,9 @@ def _list(cfg: XrayCTConfig, roots=None) -> tuple[list, list]:
 def prepare(cfg: XrayCTConfig, name: str, item):
     """Read and prepare one CT with ``cfg``'s preprocessing."""
     from ..data.ct import load_ct
-    from ..data.segmentation import load_case
     from ..data.xray_ct import prepare_ct_cube
 
-    volume = load_ct(item) if not hasattr(item, "split") else load_case(item)
+    volume = load_ct(getattr(item, "path", item))  # an OpenKBP patient record, or a NIfTI path
     return prepare_ct_cube(volume, cfg.size, cfg.fov_mm, cfg.window, name)
 
 
@@ -211,9 +210,9 @@ def evaluate(model, cfg: XrayCTConfig, splits: Splits, profile: str | None = Non
 
     test = splits.held_out["test"]
     real = np.stack([c.ct[0].astype(np.float32) for c in test])
-    results = {"": generate(model, test, cfg, device), **{
-        {"mean CT": "mean_ct_", "back-projection": "backprojection_"}[k]: v
-        for k, v in baselines(cfg, splits.train, test).items()}}
+    base = baselines(cfg, splits.train, test)
+    results = {"": generate(model, test, cfg, device), "mean_ct_": base["mean CT"],
+               "backprojection_": base["back-projection"]}
     out: dict[str, float] = {"n_test": float(len(test))}
     for prefix, pred in results.items():
         m = volume_metrics(pred, real, window=cfg.window)
