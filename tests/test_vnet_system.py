@@ -290,3 +290,29 @@ def test_a_folder_without_pairs_says_what_it_expected(tmp_path):
         list_cases(f"nifti:{tmp_path / 'empty'}")
     with pytest.raises(DatasetNotFoundError, match="no such folder"):
         list_cases(f"flare22:{tmp_path / 'missing'}")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_keep_largest_components_against_scipy(seed):
+    """Each organ keeps exactly its largest face-connected component (scipy.ndimage.label as the reference);
+    background and the input are untouched; a 2-D map is refused."""
+    from scipy import ndimage
+
+    from voxhelpers.systems.vnet import keep_largest_components
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((24, 20, 16)) < 0.12).astype(np.uint8) * rng.integers(1, 4, (24, 20, 16)).astype(np.uint8)
+    labels[2:8, 2:8, 2:8] = 1  # one clearly largest island per class, so there are no ties
+    labels[12:17, 10:15, 3:8] = 2
+    labels[18:22, 2:6, 9:14] = 3
+    before = labels.copy()
+    kept = keep_largest_components(labels, 4)
+    assert np.array_equal(labels, before)
+    assert np.array_equal(kept == 0, (labels == 0) | ((labels > 0) & (kept == 0)))
+    for c in (1, 2, 3):
+        comp, n = ndimage.label(labels == c)  # face connectivity by default
+        sizes = np.bincount(comp.ravel())[1:]
+        assert n > 1 and sizes.max() > np.sort(sizes)[-2]
+        assert np.array_equal(kept == c, comp == 1 + sizes.argmax()), c
+    with pytest.raises(ValueError, match="one label map"):
+        keep_largest_components(labels[0], 4)

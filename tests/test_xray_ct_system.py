@@ -152,6 +152,42 @@ def test_no_gan_variant_has_no_critic_and_learns():
     assert rec.iloc[-3:].mean() < min(rec.iloc[:2].mean() / 3, variance), (rec.iloc[:2].mean(), variance)
 
 
+@pytest.mark.parametrize("flip_lr", [False, True])
+def test_prior_starts_the_generator_at_the_mean_training_ct(flip_lr):
+    """init_models sets the prior to the logit of the training cubes' mean (mirrored and averaged when the training
+    mirrors the CTs); with the decoder's head at zero the generator then draws exactly that mean, whatever X-rays."""
+    system, cfg, cubes = get_system("xray_ct"), _cfg(adv_weight=0.0, flip_lr=flip_lr), _cubes(3)
+    models = system.build(cfg, "cpu")
+    system.init_models(models, system.dataset(cfg, cubes), cfg)
+    mean = np.mean([c.ct[0].astype(np.float64) for c in cubes], axis=0)
+    if flip_lr:
+        mean = 0.5 * (mean + mean[::-1])  # axis 0: R-L
+    mean = torch.as_tensor(mean, dtype=torch.float32).clamp(0.01, 0.99)
+    G = models["G"]
+    assert torch.allclose(G.prior[0, 0], torch.logit(mean), atol=1e-4)
+    with torch.no_grad():
+        G.head.weight.zero_()
+        G.head.bias.zero_()
+        pa, lateral = render_xrays(torch.from_numpy(cubes[1].ct).float()[None], cfg)
+        assert torch.allclose(G(pa, lateral)[0, 0], mean, atol=1e-5)
+
+
+def test_prior_bad_input_and_opt_out():
+    G = XrayToCT(32, 4, 16, levels=3)
+    with pytest.raises(ValueError, match=r"\(32, 32, 32\)"):
+        G.init_prior(torch.full((16, 16, 16), 0.5))
+    with pytest.raises(ValueError, match="finite"):
+        G.init_prior(torch.full((32, 32, 32), float("nan")))
+    bare = XrayToCT(32, 4, 16, levels=3, prior=False)
+    assert bare.prior is None and "prior" not in dict(bare.named_parameters())
+    with pytest.raises(ValueError, match="without a prior"):
+        bare.init_prior(torch.full((32, 32, 32), 0.5))
+    system, cfg = get_system("xray_ct"), _cfg(adv_weight=0.0, prior=False)
+    models = system.build(cfg, "cpu")
+    system.init_models(models, system.dataset(cfg, _cubes(2)), cfg)  # a no-op without a prior
+    assert models["G"].prior is None
+
+
 def test_baselines_and_evaluation_keys():
     from voxhelpers.systems.base import Splits
 

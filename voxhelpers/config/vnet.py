@@ -79,6 +79,8 @@ class VNetConfig(Config):
     overlap: float = option(0.5, "sliding-window overlap at validation")
     sw_batch_size: int = option(4, "windows per forward pass at validation")
     flip_tta: bool = option(False, "average the prediction over a left-right mirror at validation")
+    keep_largest: bool = option(True, "keep each organ's largest connected component in predictions (drops stray "
+                                "islands; MONAI's KeepLargestConnectedComponent)")
     sample_every: int = option(10, "sample sheet and checkpoint every k epochs")
     seed: int = option(0, "weights, patch draws, augmentation and the folds")
 
@@ -86,8 +88,8 @@ class VNetConfig(Config):
         "smoke": {"data": "openkbp", "max_cases": 6, "n_folds": 3, "width": 0.125, "volume_shape": (32, 32, 32),
                   "spacing": (15.6, 15.6, 10.0), "patch_size": (32, 32, 32), "epochs": 2, "batch_size": 2,
                   "sample_every": 1, "overlap": 0.0},
-        "cpu": {"width": 0.5, "volume_shape": (64, 64, 128), "patch_size": (64, 64, 64), "epochs": 3,
-                "patches_per_case": 2, "sample_every": 1, "overlap": 0.25},
+        "cpu": {"width": 0.5, "norm": "instance", "volume_shape": (64, 64, 128), "patch_size": (64, 64, 64),
+                "epochs": 10, "patches_per_case": 2, "sample_every": 1, "overlap": 0.25},
         "full": {"width": 1.0, "volume_shape": (128, 128, 128), "patch_size": (128, 128, 128), "epochs": 200,
                  "sample_every": 10},
     }

@@ -46,6 +46,7 @@ class XrayCTConfig(Config):
     max_cases: int | None = option(None, "use only the first k training CTs (default: all)")
     base_channels: int = option(16, "width of the first 2-D encoder level (doubles per level)")
     max_channels: int = option(128, "cap on any level's width")
+    prior: bool = option(True, "learn a per-voxel prior initialised from the training mean CT (ours; X2CT-GAN: none)")
     d_channels: int = option(32, "width of the first PatchGAN level")
     adv_weight: float = option(0.1, "LSGAN weight (0: the no-GAN variant, generator alone)")
     voxel_weight: float = option(10.0, "voxel reconstruction weight")

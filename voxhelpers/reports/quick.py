@@ -10,6 +10,16 @@ import torch
 
 from ..config.voxel_cgan import VoxelCGANConfig
 from ..losses import HYBRID_LOSS_TITLES, HYBRID_LOSSES
+from .ct import (
+    CT_SOURCES,
+    CT_SYSTEMS,
+    card_data_here,
+    ct_data_title,
+    ct_eval_cases,
+    ct_quick_metrics,
+    ct_source,
+    ct_target,
+)
 from .iwgan import IWGAN_ONE_NNA_TARGET, iwgan_meets_target, vae_iwgan_meets_target
 from .voxel_cgan import SEED_AAD_AVAR, meets_target
 
@@ -18,10 +28,14 @@ QUICK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "voxel_cgan": (("AVAR", "avar"), ("1-NNA", "one_nna"), ("COV", "cov")),
     "iwgan": (("COV", "cov"), ("MMD", "mmd"), ("1-NNA", "one_nna")),
     "vae_iwgan": (("IoU", "iou"), ("AP", "ap"), ("retrieval IoU", "baseline_iou")),
+    "xray_ct": (("MAE (HU)", "mae"), ("PSNR (dB)", "psnr"), ("SSIM", "ssim")),
+    "vnet": (("Dice", "mean_dice"), ("HD95 (mm)", "mean_hd95")),
 }
-_QUICK_COLUMNS = ("AVAR", "1-NNA", "COV", "MMD", "IoU", "AP", "retrieval IoU")
+_QUICK_COLUMNS = ("AVAR", "1-NNA", "COV", "MMD", "IoU", "AP", "retrieval IoU", "MAE (HU)", "PSNR (dB)", "SSIM", "Dice",
+                  "HD95 (mm)")
 _MODEL_TITLES = {"iwgan": "3D-IWGAN generator", "vae_iwgan": "3D-VAE-IWGAN encoder + generator"}
-_SYSTEM_ORDER = ("voxel_cgan", "iwgan", "vae_iwgan")
+_SEGMENTATION_TITLES = {"vnet": "VNet", "monai_vnet": "MONAI VNet", "monai_unet": "MONAI UNet"}
+_SYSTEM_ORDER = ("voxel_cgan", "iwgan", "vae_iwgan", *CT_SYSTEMS)
 
 
 def card_target(card: Mapping) -> tuple[str, bool]:
@@ -29,11 +43,14 @@ def card_target(card: Mapping) -> tuple[str, bool]:
 
     * voxel_cgan: :func:`meets_target` (1-NNA ≤ 0.90 and AVAR ≥ the seed's value for the cell);
     * iwgan: :func:`iwgan_meets_target` (converged: 1-NNA ≤ 0.90);
-    * vae_iwgan: :func:`vae_iwgan_meets_target` (IoU above the retrieval baseline's).
+    * vae_iwgan: :func:`vae_iwgan_meets_target` (IoU above the retrieval baseline's);
+    * xray_ct: :func:`voxhelpers.reports.ct.xray_ct_meets_target` (beats the mean CT and the back-projection on
+      every metric);
+    * vnet: :func:`voxhelpers.reports.ct.vnet_meets_target` (mean Dice ≥ 0.75).
 
     Args:
         card: a model card (``system``, ``config``, ``metrics``), as read by :func:`voxel_cgan_cards` /
-            :func:`iwgan_cards`.
+            :func:`iwgan_cards` / :func:`voxhelpers.reports.ct.ct_cards`.
 
     Returns:
         ``(words, met)``.
@@ -53,14 +70,20 @@ def card_target(card: Mapping) -> tuple[str, bool]:
         return f"converged: 1-NNA ≤ {IWGAN_ONE_NNA_TARGET:.2f}", iwgan_meets_target(m)
     if system == "vae_iwgan":
         return "IoU > retrieval IoU", vae_iwgan_meets_target(m)
+    if system in CT_SYSTEMS:
+        return ct_target(card)
     raise ValueError(f"no target for system {system!r}; expected one of {_SYSTEM_ORDER}")
 
 
 def data_title(data: str) -> str:
     """A data string in words: ``"synthevox3d:airplane"`` → ``"SynthEVox3D airplane"``, ``"modelnet10:chair"`` →
-    ``"ModelNet10 chair"``; procedural stand-ins are labelled as such, ``npy:`` files as the user's own shapes."""
+    ``"ModelNet10 chair"``; procedural stand-ins are labelled as such, ``npy:`` files as the user's own shapes; CT
+    sources as :func:`voxhelpers.reports.ct.ct_data_title` words them (``"openkbp"`` → ``"OpenKBP head-and-neck
+    CT"``)."""
     from ..data.sources import parse_data
 
+    if data.partition(":")[0] in CT_SOURCES:
+        return ct_data_title(data)
     source, name = parse_data(data)
     if source == "synthevox3d":
         from ..data.shapes import resolve_category
@@ -87,21 +110,37 @@ def data_status(cards: Iterable[Mapping], roots=None) -> list[str]:
     Returns:
         per dataset, in the cards' order, a line naming the parts that are here (``"SynthEVox3D airplane, car:
         here"``) and one naming the missing parts with where to get them (``"ModelNet10 chair: missing. Get ..."``,
-        :data:`voxhelpers.data.MODELNET10_HOW_TO_GET`, :data:`voxhelpers.data.SYNTHEVOX3D_HOW_TO_GET`).
+        :data:`voxhelpers.data.MODELNET10_HOW_TO_GET`, :data:`voxhelpers.data.SYNTHEVOX3D_HOW_TO_GET`,
+        :data:`voxhelpers.data.ct.OPENKBP_HOW_TO_GET`); lines of datasets that are here come first.
     """
     from ..data.shapes import MODELNET10_HOW_TO_GET, SYNTHEVOX3D_HOW_TO_GET
     from ..data.sources import data_available, parse_data
 
-    how = {"synthevox3d": SYNTHEVOX3D_HOW_TO_GET, "modelnet10": MODELNET10_HOW_TO_GET}
+    how = {"SynthEVox3D": SYNTHEVOX3D_HOW_TO_GET, "ModelNet10": MODELNET10_HOW_TO_GET}
     titles = {"synthevox3d": "SynthEVox3D", "modelnet10": "ModelNet10"}
-    found: dict[tuple[str, bool], list[str]] = {}  # (source, here) → names
-    for data in dict.fromkeys(_card_data(c) for c in cards):
-        source = parse_data(data)[0]
-        name = data_title(data).removeprefix(f"{titles.get(source, source)} ")
-        found.setdefault((source, data_available(data, roots)), []).append(name)
-    return [f"{titles.get(source, source)} {', '.join(names)}: "
-            + ("here" if here else f"missing. {how.get(source, 'No such file or folder.')}")
-            for (source, here), names in sorted(found.items(), key=lambda kv: not kv[0][1])]
+    checked: set[tuple[str, str]] = set()  # (data, CT system or "")
+    found: dict[tuple[str, bool], list[str]] = {}  # (dataset title, here) → names
+    for card in cards:
+        data = _card_data(card)
+        ct = card["system"] if card["system"] in CT_SYSTEMS else ""
+        if (data, ct) in checked:
+            continue
+        checked.add((data, ct))
+        if ct:  # X-ray → CT and VNet read patients by split (card_data_here)
+            title, where = ct_source(data)
+            how[title], here = where, card_data_here(card, roots)
+        else:
+            source = parse_data(data)[0]
+            title, here = titles.get(source, source), data_available(data, roots)
+        names = found.setdefault((title, here), [])
+        name = data_title(data).removeprefix(f"{title} ")
+        if name not in names:
+            names.append(name)
+    lines = []
+    for (title, here), names in sorted(found.items(), key=lambda kv: not kv[0][1]):  # here first, else in order
+        status = "here" if here else f"missing. {how.get(title, 'No such file or folder.')}"
+        lines.append(f"{title} {', '.join(names)}: {status}")
+    return lines
 
 
 def describe_protocol(system: str, metrics: Mapping) -> str:
@@ -111,7 +150,9 @@ def describe_protocol(system: str, metrics: Mapping) -> str:
       vs 80 real shapes";
     * iwgan: "16 samples vs 16 held-out shapes";
     * vae_iwgan: ``n_test``, ``n_test_views`` → "126 test objects × 4 views"; with ``n_train`` and
-      ``n_retrieval_views`` → "; retrieval from 587 training objects × 8 views".
+      ``n_retrieval_views`` → "; retrieval from 587 training objects × 8 views";
+    * xray_ct: ``n_test`` → "33 test patients × 2 rendered views" (each CT's PA and lateral X-ray);
+    * vnet: ``n_cases`` (and ``fold``) → "40 held-out patients of fold 0, whole volumes".
 
     Returns:
         the words; ``""`` when the counts are absent (nothing measured).
@@ -133,6 +174,13 @@ def describe_protocol(system: str, metrics: Mapping) -> str:
             r = m["n_retrieval_views"]
             words += f"; retrieval from {m['n_train']:,} training objects × {r} view{'s' * (r != 1)}"
         return words
+    if system == "xray_ct":
+        n = int(m.get("n_test") or 0)
+        return f"{n:,} test patient{'s' * (n != 1)} × 2 rendered views" if n else ""
+    if system == "vnet":
+        n = int(m.get("n_cases") or 0)
+        fold = f" of fold {int(m['fold'])}" if m.get("fold") is not None else ""
+        return f"{n:,} held-out patient{'s' * (n != 1)}{fold}, whole volumes" if n else ""
     raise ValueError(f"unknown system {system!r}; expected one of {_SYSTEM_ORDER}")
 
 
@@ -146,12 +194,27 @@ def _recomputed_on(system: str, data: str, metrics: Mapping, profile: str) -> st
     return f"{done}; {missing}, so nothing else" if done else f"not recomputed: {missing}"
 
 
+def _model_title(card: Mapping) -> str:
+    """The "model" cell: the cGAN's loss, the X-ray generator with or without its GAN, the segmenter and fold."""
+    system = card["system"]
+    if system == "voxel_cgan":
+        return HYBRID_LOSS_TITLES.get(card["config"].get("loss"), "")
+    if system not in CT_SYSTEMS:
+        return _MODEL_TITLES[system]
+    from ..inference import card_config
+
+    cfg = card_config(card)
+    if system == "xray_ct":
+        return "X-ray → CT generator (GAN)" if cfg.adv_weight > 0 else "X-ray → CT generator, no GAN (ablation)"
+    return f"{_SEGMENTATION_TITLES.get(cfg.network, cfg.network)}, fold {cfg.fold} of {cfg.n_folds}"
+
+
 def _quick_sort_key(card: Mapping) -> tuple:
     """Systems in README order, then data, then the cGAN's losses in :data:`HYBRID_LOSSES` order."""
     system = card["system"]
     loss = card["config"].get("loss")
     return (_SYSTEM_ORDER.index(system) if system in _SYSTEM_ORDER else len(_SYSTEM_ORDER), _card_data(card),
-            HYBRID_LOSSES.index(loss) if loss in HYBRID_LOSSES else -1)
+            HYBRID_LOSSES.index(loss) if loss in HYBRID_LOSSES else -1, str(card.get("path", "")))
 
 
 def quick_evaluation_table(cards: Iterable[Mapping], recomputed: Mapping[str, Mapping], profile: str) -> pd.DataFrame:
@@ -160,14 +223,15 @@ def quick_evaluation_table(cards: Iterable[Mapping], recomputed: Mapping[str, Ma
 
     Columns: ``system``, ``data``, ``model``, ``recomputed on``, ``card measured on``, then for each metric of
     :data:`QUICK_METRICS` the recomputed value and ``"<metric> (card)"`` (AVAR, 1-NNA, COV for the cGAN; COV, MMD,
-    1-NNA for 3D-IWGAN; IoU, AP, retrieval IoU for 3D-VAE-IWGAN; empty where a system has no such metric or it was
-    not recomputed), ``target`` (in words, :func:`card_target`) and ``meets target`` (judged on the card's
-    numbers, the full protocol). Numbers rounded to 3 decimals. Rows: cGAN, 3D-IWGAN, 3D-VAE-IWGAN, each by data
-    (the cGAN's losses in :data:`HYBRID_LOSSES` order).
+    1-NNA for 3D-IWGAN; IoU, AP, retrieval IoU for 3D-VAE-IWGAN; MAE (HU), PSNR (dB), SSIM for X-ray → CT; mean
+    Dice and HD95 (mm) for VNet; empty where a system has no such metric or it was not recomputed), ``target`` (in
+    words, :func:`card_target`) and ``meets target`` (judged on the card's numbers, the full protocol). Numbers
+    rounded to 3 decimals. Rows: cGAN, 3D-IWGAN, 3D-VAE-IWGAN, X-ray → CT, VNet, each by data (the cGAN's losses in
+    :data:`HYBRID_LOSSES` order, then by card path: the X-ray GAN before its no-GAN ablation).
 
     Args:
         cards: model cards with ``path``, ``system``, ``profile``, ``config`` and ``metrics`` (:func:`voxel_cgan_cards`,
-            :func:`iwgan_cards`).
+            :func:`iwgan_cards`, :func:`voxhelpers.reports.ct.ct_cards`).
         recomputed: card ``path`` → the metrics recomputed now (:func:`quick_metrics`: the metrics, their ``n_*``
             counts and ``data_here``); a card without an entry was not recomputed.
         profile: the profile whose budget the recomputation used (named in ``recomputed on``).
@@ -190,11 +254,11 @@ def quick_evaluation_table(cards: Iterable[Mapping], recomputed: Mapping[str, Ma
         card_m = dict(card.get("metrics", {}))
         if system == "vae_iwgan":
             card_m.setdefault("n_retrieval_views", card["config"].get("retrieval_views"))
+        if system == "vnet":
+            card_m.setdefault("fold", card["config"].get("fold"))
         now = recomputed.get(card.get("path"), {})
         words, met = card_target(card)
-        row = {"system": system, "data": data_title(data),
-               "model": HYBRID_LOSS_TITLES.get(card["config"].get("loss"), "") if system == "voxel_cgan"
-               else _MODEL_TITLES[system],
+        row = {"system": system, "data": data_title(data), "model": _model_title(card),
                "recomputed on": _recomputed_on(system, data, now, profile),
                "card measured on": f"{describe_protocol(system, card_m) or 'no counts'} ({card.get('profile')} "
                                    "profile)"}
@@ -225,6 +289,10 @@ def quick_metrics(card: Mapping, profile: str | None = None, roots=None) -> dict
       renders with a database of one view of every training object (the card: 4 views of every test object, a
       database of 8 views per training object).
 
+    * xray_ct, vnet: with OpenKBP here, the card's metrics on the first :func:`voxhelpers.reports.ct.ct_eval_cases`
+      held-out patients (2 in smoke, 6 in cpu, all of them in full;
+      :func:`voxhelpers.reports.ct.ct_quick_metrics`; the X-ray baselines are not recomputed).
+
     In the ``full`` profile the cGAN and 3D-IWGAN numbers are the card's protocol (up to the latents' draw).
 
     Args:
@@ -252,7 +320,8 @@ def quick_metrics(card: Mapping, profile: str | None = None, roots=None) -> dict
     budget = eval_budget(profile)
     cfg = inference.card_config(card)
     model, _ = inference.load_pretrained(card["path"])
-    out: dict = {"data_here": data_available(cfg.data, roots)}
+    here = card_data_here(card, roots) if system in CT_SYSTEMS else data_available(cfg.data, roots)
+    out: dict = {"data_here": here}
     if system == "voxel_cgan":
         real = get_system(system).data(cfg, roots).train[: budget.n_generated] if out["data_here"] else None
         n = budget.n_generated if real is None else len(real)
@@ -277,4 +346,6 @@ def quick_metrics(card: Mapping, profile: str | None = None, roots=None) -> dict
                    ap=float(M.voxel_average_precision(probs, target).mean()),
                    baseline_iou=float(M.iou(retrieved, target).mean()), threshold=threshold,
                    n_train=len(splits.train), n_test=len(test), n_test_views=len(index), n_retrieval_views=1)
+    elif system in CT_SYSTEMS and out["data_here"]:
+        out.update(ct_quick_metrics(model, card, ct_eval_cases(profile), roots))
     return out

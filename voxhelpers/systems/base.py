@@ -71,6 +71,8 @@ class System:
         initial_extra: ``config -> dict``: system state kept in checkpoints (the cGAN's D gate).
         details: optional ``(model, config, splits, device) -> (metrics, per-case DataFrame)``: :attr:`evaluate`
             with its per-case rows kept; the command line writes them to ``cases.csv`` beside the metrics.
+        init_models: optional ``(models, dataset, config) -> None``: initialises fresh models from the training data
+            (the X-ray generator's mean-CT prior); not called when a checkpoint is resumed.
     """
 
     name: str
@@ -94,6 +96,7 @@ class System:
     weights_dtype: str = "fp16"
     initial_extra: Callable[[Any], dict] = lambda cfg: {}
     details: Callable[..., Any] | None = None
+    init_models: Callable[..., None] | None = None
 
     def shipped_key(self, config) -> str:
         """The key of the model that is exported and evaluated for ``config``."""

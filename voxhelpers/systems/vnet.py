@@ -169,10 +169,23 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VNetConfig, state) ->
             "lr": float(opt.param_groups[0]["lr"])}
 
 
+def keep_largest_components(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """A label map (X, Y, Z) with every foreground class 1..n_classes−1 reduced to its largest connected component
+    (face-connected, each class on its own; MONAI's ``KeepLargestConnectedComponent``). A new array."""
+    from monai.transforms import KeepLargestConnectedComponent
+
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be one label map (X, Y, Z), got shape {labels.shape}")
+    keep = KeepLargestConnectedComponent(applied_labels=list(range(1, n_classes)), independent=True, connectivity=1)
+    return np.asarray(keep(torch.from_numpy(labels[None].copy()))[0]).astype(labels.dtype)  # copy: MONAI edits in place
+
+
 def predict(model, image: np.ndarray | torch.Tensor, cfg: VNetConfig, device=None) -> np.ndarray:
     """Label map (X, Y, Z) uint8 of one prepared image (1, X, Y, Z): a Gaussian-blended sliding window of
     ``cfg.patch_size`` windows; with ``cfg.flip_tta`` the softmax is averaged with that of the left-right mirror,
-    whose left and right organ channels are swapped back (a plain flip would average a right parotid with a left)."""
+    whose left and right organ channels are swapped back (a plain flip would average a right parotid with a left);
+    with ``cfg.keep_largest`` each organ keeps only its largest connected component."""
     from ..data.segmentation import LR_AXIS, lr_swap
     from ..inference.sliding_window import sliding_window_predict
 
@@ -185,7 +198,8 @@ def predict(model, image: np.ndarray | torch.Tensor, cfg: VNetConfig, device=Non
         swap = torch.from_numpy(lr_swap(cfg.class_names).astype(np.int64))
         mirrored = run(x.flip(2 + LR_AXIS)).flip(2 + LR_AXIS)
         probs = 0.5 * (probs + mirrored[:, swap])
-    return probs[0].argmax(0).to(torch.uint8).numpy()
+    labels = probs[0].argmax(0).to(torch.uint8).numpy()
+    return keep_largest_components(labels, cfg.n_classes) if cfg.keep_largest else labels
 
 
 def evaluate_cases(model, cfg: VNetConfig, cases, device=None, hd: bool = True) -> pd.DataFrame:

@@ -96,6 +96,21 @@ def build(cfg: XrayCTConfig, device) -> dict:
     return models
 
 
+def init_models(models: dict, train: torch.utils.data.Dataset, cfg: XrayCTConfig) -> None:
+    """Initialise the generator's prior (if it has one) from the mean training CT, made left-right symmetric when
+    the training mirrors the CTs (``flip_lr``)."""
+    G = models["G"]
+    if getattr(G, "prior", None) is None:
+        return
+    total = torch.zeros((cfg.size,) * 3, dtype=torch.float64)
+    for i in range(len(train)):
+        total += torch.as_tensor(train[i]["ct"], dtype=torch.float64).reshape(total.shape)
+    mean = total / max(len(train), 1)
+    if cfg.flip_lr:
+        mean = 0.5 * (mean + mean.flip(0))  # axis 0: R-L in RAS, as the augmentation in step
+    G.init_prior(mean.float().to(G.prior.device))
+
+
 def optimizers(cfg: XrayCTConfig, models: dict) -> dict:
     """Adam(lr, betas) for each network (X2CT-GAN: 2e-4, (0.5, 0.99))."""
     return {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)) for k, m in models.items()}
@@ -241,5 +256,5 @@ SYSTEM = System(
     dataset=dataset, step=step, evaluate=evaluate, sheet_inputs=sheet_inputs, figure=figure,
     weights_name=lambda cfg: "generator.safetensors" if cfg.adv_weight > 0 else "generator_no_gan.safetensors",
     run_name=lambda cfg: f"{cfg.data.partition(':')[0]}_{cfg.size}" + ("" if cfg.adv_weight > 0 else "_no_gan"),
-    shipped="G", shipped_role="generator", ema=None, weights_dtype="fp16",
+    shipped="G", shipped_role="generator", ema=None, weights_dtype="fp16", init_models=init_models,
 )

@@ -109,7 +109,10 @@ def fit(system: str | System, config, out_dir: str | Path | None = None, device=
         average_gradients_before_step(opt)
     state = TrainState(models, optimizers, generator, extra=system.initial_extra(cfg), config=cfg.to_dict())
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
+    resuming = resume and ckpt_path is not None and ckpt_path.is_file()
+    if system.init_models is not None and not resuming:
+        system.init_models(models, dataset, cfg)
+    if resuming:
         state.load_state_dict(read_checkpoint(ckpt_path), str(ckpt_path),
                               upgrade=lambda d: type(cfg).from_dict(d).to_dict())
         if rank == 0:

@@ -1,0 +1,386 @@
+"""Networks of system 4 (SPEC §4, seed 002): the Pix2Pix vessel-mask U-Net and PatchGAN, and the conditional
+recurrent GAN (CRGAN) for treatment-stage sequences.
+
+**Pix2Pix** (Isola et al., CVPR 2017, https://arxiv.org/abs/1611.07004), laid out as the seed's notebook
+(``Pranish-37/Pix2Pix-and-CR-Gan-Model``, ``Code/only label generator code.ipynb``): a U-Net of six k4 s2 p1
+convolutions 64-128-256-512-512-512 (ReLU; batch norm on all but the first; 4² bottleneck at 256²), five k4 s2 p1
+transposed convolutions with the encoder's features concatenated (batch norm, dropout 0.5 on the first two, ReLU)
+and a last transposed convolution to one channel with Tanh — 29,244,417 parameters with an RGB input. Its PatchGAN
+reads cat(image, mask): 64-128-256 (k4 s2), 512 (k4 s1), 1 (k4 s1), batch norm on all but the first, LeakyReLU 0.2
+→ a 30 × 30 map at 256², each cell seeing a 70 × 70 patch. The seed ends it in a Sigmoid and trains it with BCE;
+here the output is logits by default (:func:`voxhelpers.losses.adversarial_loss` ``"vanilla"`` is the same BCE,
+computed stably, and ``"lsgan"`` — pix2pix's maintainers' advice for binary targets — needs the raw score);
+``output="probs"`` restores the Sigmoid. Both networks take one- or three-channel images and give one-channel masks.
+
+**CRGAN** (the seed's slides only; its critic diverged): noise + patient embedding + stage embedding per step, an
+LSTM over the sequence of stages, and one DCGAN transposed-convolution decoder shared by every step
+(512 → 256 → 128 → 64 → C, 4² → 64², Tanh). The critic scores one image with its patient and stage as two learned
+input planes (the slides' "two embedding planes"), 64 → 128 → 256 → 512 → 1, and its output is **linear**: WGAN-GP
+(Gulrajani et al. 2017) needs an unbounded critic, which the slides' Sigmoid was not. Layer norm (one group per
+sample) instead of batch norm in the critic, as WGAN-GP advises: the gradient penalty is per sample, and batch norm
+couples the samples of a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..losses.hybrid import OUTPUT_KINDS
+
+#: the seed's U-Net widths: six encoder convolutions, 256² → 4² at the bottleneck
+SEED_CHANNELS = (64, 128, 256, 512, 512, 512)
+#: image channels the networks accept: grayscale (OCTA) or RGB (fundus photographs)
+IMAGE_CHANNELS = (1, 3)
+
+
+def _check_image_channels(in_channels: int) -> None:
+    if in_channels not in IMAGE_CHANNELS:
+        raise ValueError(f"in_channels must be 1 (grayscale, e.g. OCTA) or 3 (RGB, e.g. fundus), got {in_channels!r}")
+
+
+def _check_image(x: torch.Tensor, name: str, channels: int) -> None:
+    """A clear error for the channel mismatch pix2pix users hit (junyanz #215, #1114)."""
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be (B, {channels}, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        hint = {1: " (a grayscale image; build with in_channels=1 or convert it to RGB)",
+                3: " (an RGB image; build with in_channels=3 or convert it to grayscale)"}.get(int(x.shape[1]), "")
+        raise ValueError(f"{name} must have {channels} channel(s), (B, {channels}, H, W); got {x.shape[1]} "
+                         f"channel(s){hint if name == 'image' else ''}, shape {tuple(x.shape)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Pix2Pix
+# --------------------------------------------------------------------------------------------------
+class Pix2PixGenerator(nn.Module):
+    """The seed's Pix2Pix U-Net: an image → a one-channel vessel mask in [−1, 1] (Tanh).
+
+    Encoder: ``len(channels)`` blocks Conv2d(k4, s2, p1) → BatchNorm (not on the first) → ReLU. Decoder: one block
+    per encoder level but the last, ConvTranspose2d(k4, s2, p1) → BatchNorm → Dropout (the first ``dropout_blocks``)
+    → ReLU, each after the first reading cat(previous, the encoder's feature of the same size); then
+    ConvTranspose2d(2·channels[0] → out_channels, k4, s2, p1) on cat(last, first encoder feature) and Tanh.
+    The convolutions keep their bias before batch norm, as the seed's (redundant but counted).
+
+    Parameters with the seed's widths (conv weights 16·c_in·c_out + bias c_out, batch norm 2·c_out):
+    encoder 3,136 (RGB; 1,088 grayscale) + 131,456 + 525,056 + 2,098,688 + 2 × 4,195,840 = 11,150,016 (RGB);
+    decoder 4,195,840 (512→512) + 8,390,144 (1024→512) + 4,195,072 (1024→256) + 1,048,960 (512→128)
+    + 262,336 (256→64) + 2,049 (128→1) = 18,094,401; total 29,244,417 (RGB), 29,242,369 (grayscale).
+
+    Args:
+        in_channels: 1 (grayscale OCTA) or 3 (RGB fundus; the seed's ``convert("RGB")``).
+        out_channels: 1 (a vessel mask); anything else is refused.
+        channels: encoder widths, finest first; their number is the depth (the seed's six: 256² → 4²).
+        dropout: dropout probability of the first ``dropout_blocks`` decoder blocks (the seed's 0.5; pix2pix's noise).
+        dropout_blocks: how many decoder blocks, from the bottleneck, have dropout (the seed's 2).
+
+    Shapes:
+        forward(x (B, in_channels, H, W)) → (B, 1, H, W) in [−1, 1]; H and W multiples of 2^len(channels) (the
+        mask is (output + 1) / 2).
+
+    Raises:
+        ValueError: in_channels not 1 or 3, out_channels not 1, fewer than two levels, a dropout outside [0, 1);
+            in forward, the wrong channel count or rank, or a side that is not a multiple of 2^depth.
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, channels: tuple[int, ...] = SEED_CHANNELS,
+                 dropout: float = 0.5, dropout_blocks: int = 2):
+        super().__init__()
+        _check_image_channels(in_channels)
+        if out_channels != 1:
+            raise ValueError(f"out_channels must be 1 (a one-channel vessel mask), got {out_channels!r}")
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 2:
+            raise ValueError(f"channels needs at least two levels, got {channels}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.in_channels, self.out_channels, self.channels = in_channels, out_channels, channels
+        self.depth = len(channels)
+        self.encoders = nn.ModuleList()
+        cin = in_channels
+        for k, c in enumerate(channels):
+            layers = [nn.Conv2d(cin, c, 4, 2, 1)] + ([nn.BatchNorm2d(c)] if k else []) + [nn.ReLU(inplace=True)]
+            self.encoders.append(nn.Sequential(*layers))
+            cin = c
+        self.decoders = nn.ModuleList()
+        for j in range(self.depth - 1):  # decoder j: (c_{L-1} or 2·c_{L-1-j}) → c_{L-2-j}, size doubling
+            cin = channels[-1] if j == 0 else 2 * channels[-1 - j]
+            cout = channels[-2 - j]
+            layers = [nn.ConvTranspose2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout)]
+            if j < dropout_blocks and dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            self.decoders.append(nn.Sequential(*layers, nn.ReLU(inplace=True)))
+        self.head = nn.Sequential(nn.ConvTranspose2d(2 * channels[0], out_channels, 4, 2, 1), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x, "image", self.in_channels)
+        divisor = 2**self.depth
+        h, w = x.shape[-2:]
+        if h % divisor or w % divisor:
+            raise ValueError(f"image sides must be multiples of 2^{self.depth} = {divisor} (the U-Net halves them "
+                             f"{self.depth} times), got {h}×{w}: resize or crop, e.g. to 256×256")
+        if self.training and x.shape[0] * (h // divisor) * (w // divisor) < 2:
+            raise ValueError(f"batch norm at the {h // divisor}×{w // divisor} bottleneck needs more than one value "
+                             f"per channel in training: got batch {x.shape[0]}; use a larger image or batch")
+        skips = []
+        for enc in self.encoders:
+            x = enc(x)
+            skips.append(x)  # (B, c_k, H / 2^(k+1), W / 2^(k+1))
+        y = self.decoders[0](skips.pop())  # (B, c_{L-2}, H / 2^(L-1), ...)
+        for dec in self.decoders[1:]:
+            y = dec(torch.cat([y, skips.pop()], dim=1))  # doubles the size
+        return self.head(torch.cat([y, skips.pop()], dim=1))  # (B, 1, H, W) in [−1, 1]
+
+
+class PatchDiscriminator(nn.Module):
+    """The seed's conditional PatchGAN: cat(image, mask) → a grid of real/fake scores, one per 70 × 70 patch.
+
+    Conv2d(k4, s2, p1) widths w, 2w, 4w, then Conv2d(k4, s1, p1) to 8w and a Conv2d(k4, s1, p1) head to 1;
+    batch norm on all but the first and the head, LeakyReLU 0.2 (w = 64: the seed's 64-128-256-512-1). Receptive
+    field 70 × 70 (from the head back: 4, 4 + 3 = 7, then ×2 + 2 three times: 16, 34, 70); grid cell (i, j)
+    sees input rows 8i − 23 … 8i + 46 and columns 8j − 23 … 8j + 46 (zero padding outside).
+
+    Parameters at w = 64 (conv 16·c_in·c_out + bias, batch norm 2·c_out): 4,160 (4 inputs: RGB + mask; 2,112 with
+    a grayscale image) + 131,456 + 525,056 + 2,098,688 + 8,193 = 2,767,553 (RGB), 2,765,505 (grayscale).
+
+    Args:
+        in_channels: image channels, 1 or 3 (the mask adds one).
+        channels: w, the first layer's width.
+        output: ``"logits"`` (default; for ``adversarial_loss`` ``"vanilla"`` — the seed's BCE, stably — or
+            ``"lsgan"``) or ``"probs"`` (the seed's Sigmoid).
+
+    Shapes:
+        forward(image (B, in_channels, H, W), mask (B, 1, H, W)) → (B, 1, ⌊⌊⌊H/2⌋/2⌋/2⌋ − 2, ...): 30 × 30 at
+        256², H and W ≥ 24.
+
+    Raises:
+        ValueError: in_channels not 1 or 3, an unknown output; in forward, wrong channels, sizes that differ
+            between image and mask, or sides under 24.
+    """
+
+    #: rows (and columns) of input each output cell sees
+    receptive_field = 70
+    #: input pixels between neighbouring output cells
+    stride = 8
+
+    def __init__(self, in_channels: int = 3, channels: int = 64, output: str = "logits"):
+        super().__init__()
+        _check_image_channels(in_channels)
+        if output not in OUTPUT_KINDS:
+            raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+        self.in_channels, self.output = in_channels, output
+        w = [channels, 2 * channels, 4 * channels, 8 * channels]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels + 1, w[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for a, b, s in ((w[0], w[1], 2), (w[1], w[2], 2), (w[2], w[3], 1)):
+            layers += [nn.Conv2d(a, b, 4, s, 1), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(w[3], 1, 4, 1, 1))
+        if output == "probs":
+            layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        _check_image(image, "image", self.in_channels)
+        _check_image(mask, "mask", 1)
+        if image.shape[0] != mask.shape[0] or image.shape[-2:] != mask.shape[-2:]:
+            raise ValueError(f"image and mask must have the same batch and size, got {tuple(image.shape)} and "
+                             f"{tuple(mask.shape)}")
+        if min(image.shape[-2:]) < 24:
+            raise ValueError(f"the PatchGAN needs sides of at least 24 pixels (a grid of one cell), got "
+                             f"{tuple(image.shape[-2:])}")
+        return self.net(torch.cat([image, mask.to(image.dtype)], dim=1))  # (B, 1, h, w)
+
+
+# --------------------------------------------------------------------------------------------------
+# CRGAN
+# --------------------------------------------------------------------------------------------------
+def _widths(image_size: int, channels: int, max_channels: int) -> list[int]:
+    """Widths of the 4² → image_size ladder, coarsest first: channels·2^k capped at max_channels (64² → 512…64)."""
+    if image_size < 8 or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a power of two ≥ 8 (4² doubled), got {image_size!r}")
+    steps = image_size.bit_length() - 3  # 4 → image_size in `steps` doublings
+    return [min(channels * 2**k, max_channels) for k in reversed(range(steps))]
+
+
+def _check_index(idx: torch.Tensor, n: int, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    idx = torch.as_tensor(idx)
+    if idx.dtype.is_floating_point or tuple(idx.shape) != shape:
+        raise ValueError(f"{name} must be integer indices of shape {shape}, got {idx.dtype} {tuple(idx.shape)}")
+    if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"{name} indices must be in [0, {n}), got min {int(idx.min())}, max {int(idx.max())}")
+    return idx.long()
+
+
+class CRGANGenerator(nn.Module):
+    """The CRGAN generator: (noise, patient, stages) → one image per stage, in [−1, 1].
+
+    Per step t the LSTM reads cat(z_t, E_patient[patient], E_stage[stage_t]); its hidden state h_t, the memory of
+    the stages so far, is decoded by one DCGAN stack shared by all steps: ConvTranspose2d(hidden → w_0, k4, s1, p0)
+    to 4², then ConvTranspose2d(k4, s2, p1) halving the width per doubling (512 → 256 → 128 → 64 at 64²), batch
+    norm and ReLU, and a last ConvTranspose2d(k4, s2, p1) to out_channels with Tanh. Steps are causal: step t sees
+    stages 0..t only.
+
+    Parameters at the defaults (64², 53 patients, 6 stages, grayscale): embeddings 53·32 + 6·32 = 1,888; LSTM
+    4·256·(164 + 256) + 2·4·256 = 432,128; decoder 16·256·512 + 1,024 (BN) + 16·512·256 + 512 + 16·256·128 + 256
+    + 16·128·64 + 128 + 16·64·1 + 1 = 4,852,609; total 5,286,625.
+
+    Args:
+        n_patients: number of patient identities (SOUL: 53).
+        n_stages: number of treatment stages (SOUL: six, s1t1 … s3t2).
+        z_dim: noise size (the slides' 100).
+        embed_dim: size of each embedding.
+        hidden_dim: LSTM hidden size.
+        out_channels: image channels (1: en-face OCTA is grayscale; the slides' 3 was RGB).
+        image_size: output side, a power of two ≥ 8 (default 64, the slides'; 128 adds one doubling).
+        channels: width of the finest decoder layer; doubles per coarser layer up to ``max_channels``.
+        max_channels: width cap.
+
+    Shapes:
+        forward(z (B, z_dim) — one noise for the whole sequence — or (B, T, z_dim) — one per step,
+        patient (B,), stages (B, T) integer) → (B, T, out_channels, image_size, image_size) in [−1, 1].
+
+    Raises:
+        ValueError: a bad image_size; in forward, wrong shapes or indices outside [0, n).
+    """
+
+    def __init__(self, n_patients: int = 53, n_stages: int = 6, z_dim: int = 100, embed_dim: int = 32,
+                 hidden_dim: int = 256, out_channels: int = 1, image_size: int = 64, channels: int = 64,
+                 max_channels: int = 512):
+        super().__init__()
+        w = _widths(image_size, channels, max_channels)
+        self.n_patients, self.n_stages, self.z_dim = n_patients, n_stages, z_dim
+        self.out_channels, self.image_size = out_channels, image_size
+        self.patient_embedding = nn.Embedding(n_patients, embed_dim)
+        self.stage_embedding = nn.Embedding(n_stages, embed_dim)
+        self.lstm = nn.LSTM(z_dim + 2 * embed_dim, hidden_dim, batch_first=True)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(hidden_dim, w[0], 4, 1, 0, bias=False), nn.BatchNorm2d(w[0]),
+                                   nn.ReLU(inplace=True)]
+        for a, b in zip(w[:-1], w[1:], strict=True):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+        layers += [nn.ConvTranspose2d(w[-1], out_channels, 4, 2, 1), nn.Tanh()]
+        self.decoder = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, patient: torch.Tensor, stages: torch.Tensor) -> torch.Tensor:
+        stages = torch.as_tensor(stages)
+        if stages.ndim != 2:
+            raise ValueError(f"stages must be (B, T) integer indices, got shape {tuple(stages.shape)}")
+        b, t = stages.shape
+        stages = _check_index(stages, self.n_stages, "stages", (b, t)).to(z.device)
+        patient = _check_index(patient, self.n_patients, "patient", (b,)).to(z.device)
+        if z.shape == (b, self.z_dim):
+            z = z[:, None].expand(b, t, self.z_dim)  # one noise for the sequence
+        elif z.shape != (b, t, self.z_dim):
+            raise ValueError(f"z must be (B, {self.z_dim}) or (B, T, {self.z_dim}) with (B, T) = {(b, t)} from "
+                             f"stages, got {tuple(z.shape)}")
+        steps = torch.cat([z, self.patient_embedding(patient)[:, None].expand(b, t, -1),
+                           self.stage_embedding(stages)], dim=-1)  # (B, T, z_dim + 2·embed_dim)
+        h, _ = self.lstm(steps)  # (B, T, hidden)
+        x = self.decoder(h.reshape(b * t, -1, 1, 1))  # (B·T, C, S, S)
+        return x.reshape(b, t, *x.shape[1:])  # (B, T, C, S, S)
+
+
+class CRGANCritic(nn.Module):
+    """The CRGAN critic: one image with its patient and stage → one unbounded score (WGAN-GP).
+
+    The patient and the stage each select a learned image_size² plane (the slides' two embedding planes), stacked
+    on the image's channels; then Conv2d(k4, s2, p1) 64 → 128 → 256 → 512 (at 64²; one more capped layer per
+    doubling) with layer norm (GroupNorm with one group, not on the first) and LeakyReLU 0.2, and a linear
+    Conv2d(k4, s1, p0) head to one score: 4² → 1², no Sigmoid.
+
+    Parameters at the defaults (64², 53 patients, 6 stages, grayscale): planes (53 + 6)·4,096 = 241,664; convs
+    16·3·64 + 64 = 3,136, 16·64·128 + 256 = 131,328, 16·128·256 + 512 = 524,800, 16·256·512 + 1,024 = 2,098,176,
+    16·512 + 1 = 8,193; total 3,007,297.
+
+    For WGAN-GP score frames, one sample each: :func:`flatten_sequence` turns (B, T, C, S, S) sequences into
+    frames, and ``functools.partial(critic, patient=p, stage=s)`` is the one-argument critic that
+    :func:`voxhelpers.losses.gradient_penalty` takes.
+
+    Args:
+        n_patients, n_stages, in_channels, image_size, channels, max_channels: as :class:`CRGANGenerator`
+            (``in_channels`` is its ``out_channels``).
+
+    Shapes:
+        forward(x (N, in_channels, S, S), patient (N,), stage (N,)) → (N,) unbounded scores.
+
+    Raises:
+        ValueError: a bad image_size; in forward, wrong shapes or indices outside [0, n).
+    """
+
+    def __init__(self, n_patients: int = 53, n_stages: int = 6, in_channels: int = 1, image_size: int = 64,
+                 channels: int = 64, max_channels: int = 512):
+        super().__init__()
+        w = list(reversed(_widths(image_size, channels, max_channels)))  # finest first: 64, 128, 256, 512
+        self.n_patients, self.n_stages = n_patients, n_stages
+        self.in_channels, self.image_size = in_channels, image_size
+        self.patient_planes = nn.Embedding(n_patients, image_size * image_size)
+        self.stage_planes = nn.Embedding(n_stages, image_size * image_size)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels + 2, w[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for a, b in zip(w[:-1], w[1:], strict=True):
+            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.GroupNorm(1, b), nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(w[-1], 1, 4, 1, 0))  # 4² → 1²: the linear score
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, patient: torch.Tensor, stage: torch.Tensor) -> torch.Tensor:
+        s = self.image_size
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, s, s):
+            raise ValueError(f"x must be frames (N, {self.in_channels}, {s}, {s}) (flatten_sequence turns "
+                             f"(B, T, C, S, S) into frames), got {tuple(x.shape)}")
+        n = x.shape[0]
+        patient = _check_index(patient, self.n_patients, "patient", (n,)).to(x.device)
+        stage = _check_index(stage, self.n_stages, "stage", (n,)).to(x.device)
+        planes = torch.stack([self.patient_planes(patient), self.stage_planes(stage)], dim=1)  # (N, 2, S²)
+        return self.net(torch.cat([x, planes.reshape(n, 2, s, s).to(x.dtype)], dim=1)).reshape(n)  # (N,)
+
+
+def flatten_sequence(images: torch.Tensor, patient: torch.Tensor,
+                     stages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sequences → frames for :class:`CRGANCritic`: (B, T, C, S, S), (B,), (B, T) → (B·T, C, S, S), (B·T,), (B·T,).
+
+    Raises:
+        ValueError: images not 5-D, or patient / stages not matching its (B, T).
+    """
+    if images.ndim != 5:
+        raise ValueError(f"images must be sequences (B, T, C, S, S), got {tuple(images.shape)}")
+    b, t = images.shape[:2]
+    patient, stages = torch.as_tensor(patient), torch.as_tensor(stages)
+    if tuple(patient.shape) != (b,) or tuple(stages.shape) != (b, t):
+        raise ValueError(f"patient must be ({b},) and stages ({b}, {t}) for images {tuple(images.shape)}, got "
+                         f"{tuple(patient.shape)} and {tuple(stages.shape)}")
+    return images.flatten(0, 1), patient.repeat_interleave(t), stages.flatten()
+
+
+# --------------------------------------------------------------------------------------------------
+# build_network
+# --------------------------------------------------------------------------------------------------
+def _pix2pix_generator(cfg) -> Pix2PixGenerator:
+    return Pix2PixGenerator(cfg.in_channels, 1, tuple(getattr(cfg, "channels", SEED_CHANNELS)),
+                            getattr(cfg, "dropout", 0.5), getattr(cfg, "dropout_blocks", 2))
+
+
+def _pix2pix_discriminator(cfg) -> PatchDiscriminator:
+    return PatchDiscriminator(cfg.in_channels, getattr(cfg, "d_channels", 64), getattr(cfg, "output", "logits"))
+
+
+def _crgan_kwargs(cfg) -> dict:
+    return {"n_patients": cfg.n_patients, "n_stages": cfg.n_stages, "image_size": getattr(cfg, "image_size", 64),
+            "max_channels": getattr(cfg, "max_channels", 512)}
+
+
+def _crgan_generator(cfg) -> CRGANGenerator:
+    return CRGANGenerator(z_dim=getattr(cfg, "z_dim", 100), embed_dim=getattr(cfg, "embed_dim", 32),
+                          hidden_dim=getattr(cfg, "hidden_dim", 256), out_channels=getattr(cfg, "image_channels", 1),
+                          channels=getattr(cfg, "g_channels", 64), **_crgan_kwargs(cfg))
+
+
+def _crgan_critic(cfg) -> CRGANCritic:
+    return CRGANCritic(in_channels=getattr(cfg, "image_channels", 1), channels=getattr(cfg, "d_channels", 64),
+                       **_crgan_kwargs(cfg))
+
+
+#: system → role → constructor. Pix2Pix reads ``cfg.in_channels`` and, when present, ``channels``, ``dropout``,
+#: ``dropout_blocks``, ``d_channels``, ``output`` (else the seed's); the CRGAN reads ``cfg.n_patients``,
+#: ``cfg.n_stages`` and, when present, ``image_size``, ``image_channels``, ``z_dim``, ``embed_dim``, ``hidden_dim``,
+#: ``g_channels``, ``d_channels``, ``max_channels``. The CRGAN's ``"discriminator"`` is its critic.
+NETWORKS = {
+    "pix2pix": {"generator": _pix2pix_generator, "discriminator": _pix2pix_discriminator},
+    "crgan": {"generator": _crgan_generator, "discriminator": _crgan_critic},
+}
