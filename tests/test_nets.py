@@ -1,5 +1,7 @@
 """Every network: output shape and range, gradients reach every parameter, state-dict round trip, sizes."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -9,16 +11,27 @@ from voxhelpers.nets import NETWORKS, CGANDiscriminator, CGANGenerator, build_ne
 from voxhelpers.nets.voxel_gan import reparameterize
 from voxhelpers.systems import get_system
 
-#: every system × role of the registry, plus the cGAN's one-hot conditions and logits output
+#: every system × role of the registry, plus the cGAN's one-hot conditions and logits output, the MONAI peers and
+#: Pix2Pix on RGB images
 CASES = [(system, role, {}) for system in NETWORKS for role in NETWORKS[system]] + [
     ("voxel_cgan", "generator", {"n_conditions": 4, "condition": "onehot"}),
     ("voxel_cgan", "discriminator", {"n_conditions": 4, "condition": "onehot", "variant": "sound"}),
     ("vnet", "segmenter", {"network": "monai_unet"}),
     ("vnet", "segmenter", {"network": "monai_vnet"}),
+    ("pix2pix", "generator", {"data": "drive"}),  # RGB fundus images (in_channels 3); OCTA's are grayscale
+    ("pix2pix", "discriminator", {"data": "drive"}),
 ]
 
 
+#: the CRGAN has networks but no system (config, step) yet: the attributes its builders read, small sizes. When its
+#: config lands, ``_config`` builds it from the smoke profile like every other system's and this goes.
+CRGAN_CONFIG = SimpleNamespace(n_patients=3, n_stages=4, image_size=16, z_dim=8, embed_dim=4, hidden_dim=16,
+                               g_channels=8, d_channels=8, max_channels=32, image_channels=1)
+
+
 def _config(system, overrides):
+    if system == "crgan":
+        return SimpleNamespace(**{**vars(CRGAN_CONFIG), **overrides})
     return get_system(system).config.for_profile("smoke", **overrides)
 
 
@@ -26,6 +39,14 @@ def _inputs(system, role, cfg, B=2):
     """A tiny batch for a network, drawn from the global RNG: what its forward takes."""
     if role == "segmenter":
         return (torch.rand(B, 1, *cfg.patch_size),)  # a windowed CT patch in [0, 1]
+    if system == "pix2pix":
+        image = torch.rand(B, cfg.in_channels, cfg.size, cfg.size) * 2 - 1  # an image in [-1, 1]
+        return (image,) if role == "generator" else (image, torch.rand(B, 1, cfg.size, cfg.size).round() * 2 - 1)
+    if system == "crgan":
+        patient = torch.arange(B) % cfg.n_patients
+        if role == "generator":  # noise, patient, a sequence of 3 stages
+            return torch.randn(B, cfg.z_dim), patient, torch.arange(3).repeat(B, 1) % cfg.n_stages
+        return torch.rand(B, 1, cfg.image_size, cfg.image_size) * 2 - 1, patient, torch.arange(B) % cfg.n_stages
     if system == "xray_ct":
         xrays = (torch.rand(B, 1, cfg.size, cfg.size), torch.rand(B, 1, cfg.size, cfg.size))  # PA, lateral
         return xrays if role == "generator" else (torch.rand(B, 1, cfg.size, cfg.size, cfg.size), *xrays)
@@ -60,6 +81,16 @@ def test_shape_backward_roundtrip(system, role, overrides, tmp_path):
     out = net(*inputs)
     if role == "segmenter":
         assert out.shape == (2, cfg.n_classes, *cfg.patch_size)  # logits of background + 7 organs
+    elif system == "pix2pix":
+        side = cfg.size // 8 - 2  # the PatchGAN's grid: three halvings, two k4 stride-1 convolutions
+        assert out.shape == ((2, 1, cfg.size, cfg.size) if role == "generator" else (2, 1, side, side))
+        if role == "generator":
+            assert -1 <= out.min() and out.max() <= 1  # Tanh: the mask is (out + 1) / 2
+    elif system == "crgan":
+        s = cfg.image_size
+        assert out.shape == ((2, 3, 1, s, s) if role == "generator" else (2,))  # a frame per stage; a linear score
+        if role == "generator":
+            assert -1 <= out.min() and out.max() <= 1
     elif system == "xray_ct":
         side = cfg.size // 8 - 2  # the PatchGAN's grid: three halvings, two k4 stride-1 convolutions
         assert out.shape == ((2, 1, cfg.size, cfg.size, cfg.size) if role == "generator" else (2, 1, side, side, side))
@@ -89,7 +120,7 @@ def test_shape_backward_roundtrip(system, role, overrides, tmp_path):
 
 def test_every_network_of_every_system_is_covered():
     assert {(s, r) for s, r, _ in CASES} == {(s, r) for s in NETWORKS for r in NETWORKS[s]}
-    assert set(NETWORKS) == {"voxel_cgan", "iwgan", "vae_iwgan", "xray_ct", "vnet"}
+    assert set(NETWORKS) == {"voxel_cgan", "iwgan", "vae_iwgan", "xray_ct", "pix2pix", "crgan", "vnet"}
 
 
 def test_parameter_counts_match_the_seed():
@@ -156,7 +187,7 @@ def test_bad_input_messages():
         CGANGenerator(condition="both")
     with pytest.raises(ValueError, match="output must be one of"):
         CGANDiscriminator(output="sigmoid")
-    with pytest.raises(ValueError, match=r"unknown system 'nope'; expected one of \['iwgan', 'vae_iwgan', 'vnet', "):
+    with pytest.raises(ValueError, match=r"unknown system 'nope'; expected one of \['crgan', 'iwgan', 'pix2pix', "):
         build_network("nope", "generator", VoxelCGANConfig())
     with pytest.raises(ValueError, match=r"no 'encoder' network; expected one of \['discriminator', 'generator'\]"):
         build_network("voxel_cgan", "encoder", VoxelCGANConfig())

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import vnet, voxel_gan, xray_ct
+from . import pix2pix, vnet, voxel_gan, xray_ct
+from .pix2pix import CRGANCritic, CRGANGenerator, PatchDiscriminator, Pix2PixGenerator
 from .vnet import VNet
 from .voxel_gan import VAEIWGAN, CGANDiscriminator, CGANGenerator, ImageEncoder, IWGANCritic, IWGANGenerator
 
@@ -17,6 +18,7 @@ NETWORKS: dict[str, dict] = {
     **voxel_gan.NETWORKS,
     **xray_ct.NETWORKS,
     **vnet.NETWORKS,
+    **pix2pix.NETWORKS,
 }
 
 
@@ -43,5 +45,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["NETWORKS", "VAEIWGAN", "CGANDiscriminator", "CGANGenerator", "IWGANCritic", "IWGANGenerator",
-           "ImageEncoder", "VNet", "build_network", "count_parameters"]
+__all__ = ["NETWORKS", "VAEIWGAN", "CGANDiscriminator", "CGANGenerator", "CRGANCritic", "CRGANGenerator",
+           "IWGANCritic", "IWGANGenerator", "ImageEncoder", "PatchDiscriminator", "Pix2PixGenerator", "VNet",
+           "build_network", "count_parameters"]

@@ -1,0 +1,73 @@
+"""Static figures of retinal vessel segmentation (system 4): image, true mask and predicted probability per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .figures import _new_figure
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.figure import Figure
+
+__all__ = ["vessel_figure"]
+
+
+def _picture(image) -> np.ndarray:
+    """(C, H, W) with C 1 or 3, or (H, W) → what imshow draws: (H, W) or (H, W, 3)."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[0] in (1, 3):
+        a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+    if a.ndim != 2 and not (a.ndim == 3 and a.shape[2] == 3):
+        raise ValueError(f"images must be (C, H, W) with C 1 or 3, or (H, W), got shape {np.shape(image)}")
+    return a
+
+
+def vessel_figure(images: Sequence, truths: Sequence, probs: Sequence, names: Sequence[str] | None = None,
+                  title: str = "") -> Figure:
+    """One row per image: the image, its true vessel mask and the predicted vessel probability.
+
+    Args:
+        images: N images, each (C, H, W) uint8 in [0, 255] (C = 1 or 3) or (H, W).
+        truths: N masks (H, W) in {0, 1}.
+        probs: N probability maps (H, W) in [0, 1] (a Tanh output mapped by (x + 1) / 2).
+        names: N row labels (default none).
+        title: the figure title.
+
+    Raises:
+        ValueError: no image, counts that differ, sizes that differ within a row, probabilities outside [0, 1] or
+            NaN.
+    """
+    n = len(images)
+    if n == 0 or len(truths) != n or len(probs) != n or (names is not None and len(names) != n):
+        raise ValueError(f"need one truth, probability map (and name) per image, at least one image; got {n} images, "
+                         f"{len(truths)} truths, {len(probs)} probability maps")
+    rows = []
+    for i, (image, truth, prob) in enumerate(zip(images, truths, probs, strict=True)):
+        pic, t, p = _picture(image), np.asarray(truth), np.asarray(prob, dtype=np.float32)
+        if t.shape != pic.shape[:2] or p.shape != pic.shape[:2]:
+            raise ValueError(f"row {i}: image {pic.shape[:2]}, truth {t.shape} and probability {p.shape} must have "
+                             "the same (H, W)")
+        if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+            raise ValueError(f"row {i}: probabilities must be finite and in [0, 1]")
+        rows.append((pic, t, p))
+    height = 2.6 * n + (0.4 if title else 0.0)
+    fig = _new_figure((7.8, height))
+    axes = fig.subplots(n, 3, squeeze=False)
+    for r, (pic, t, p) in enumerate(rows):
+        shown = (("image", pic, {"cmap": "gray"} if pic.ndim == 2 else {}), ("true mask", t, {"cmap": "gray"}),
+                 ("prediction", p, {"cmap": "gray", "vmin": 0, "vmax": 1}))
+        for ax, (label, img, style) in zip(axes[r], shown, strict=True):
+            ax.imshow(img, interpolation="nearest", **style)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(label)
+        if names is not None:
+            axes[r][0].set_ylabel(str(names[r]))
+    if title:
+        fig.suptitle(title, y=1 - 0.1 / height)
+    fig.subplots_adjust(left=0.05, right=0.99, top=1 - (0.6 if title else 0.3) / height, bottom=0.01,
+                        wspace=0.03, hspace=0.05)
+    return fig
