@@ -1,7 +1,5 @@
 """Every network: output shape and range, gradients reach every parameter, state-dict round trip, sizes."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -23,15 +21,7 @@ CASES = [(system, role, {}) for system in NETWORKS for role in NETWORKS[system]]
 ]
 
 
-#: the CRGAN has networks but no system (config, step) yet: the attributes its builders read, small sizes. When its
-#: config lands, ``_config`` builds it from the smoke profile like every other system's and this goes.
-CRGAN_CONFIG = SimpleNamespace(n_patients=3, n_stages=4, image_size=16, z_dim=8, embed_dim=4, hidden_dim=16,
-                               g_channels=8, d_channels=8, max_channels=32, image_channels=1)
-
-
 def _config(system, overrides):
-    if system == "crgan":
-        return SimpleNamespace(**{**vars(CRGAN_CONFIG), **overrides})
     return get_system(system).config.for_profile("smoke", **overrides)
 
 

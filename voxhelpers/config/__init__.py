@@ -4,6 +4,7 @@
 :mod:`.paths` (``VOXHELPERS_DATA`` and the project's folders), one module per system's config.
 """
 
+from .crgan import CRGANConfig, crgan_config
 from .iwgan import IWGANConfig, VAEIWGANConfig, iwgan_config, vae_iwgan_config
 from .paths import (
     DATA_ENV,
@@ -25,9 +26,9 @@ from .voxel_cgan import DATA_SOURCES, VoxelCGANConfig, check_data, voxel_cgan_co
 from .xray_ct import XrayCTConfig, xray_ct_config
 
 __all__ = [
-    "Config", "DATA_ENV", "DATA_SOURCES", "DatasetNotFoundError", "EXPORT_ENV", "EvalBudget", "IWGANConfig",
-    "PROFILES", "PROFILE_ENV", "Pix2PixConfig", "VAEIWGANConfig", "VNetConfig", "VoxelCGANConfig", "XrayCTConfig",
-    "check_choice", "check_data", "data_roots", "eval_budget", "export_dir", "exporting", "find_data", "get_profile",
-    "iwgan_config", "models_dir", "option", "output_dir", "pix2pix_config", "project_root", "runs_dir",
-    "vae_iwgan_config", "vnet_config", "voxel_cgan_config", "xray_ct_config",
+    "CRGANConfig", "Config", "DATA_ENV", "DATA_SOURCES", "DatasetNotFoundError", "EXPORT_ENV", "EvalBudget",
+    "IWGANConfig", "PROFILES", "PROFILE_ENV", "Pix2PixConfig", "VAEIWGANConfig", "VNetConfig", "VoxelCGANConfig",
+    "XrayCTConfig", "check_choice", "check_data", "crgan_config", "data_roots", "eval_budget", "export_dir",
+    "exporting", "find_data", "get_profile", "iwgan_config", "models_dir", "option", "output_dir", "pix2pix_config",
+    "project_root", "runs_dir", "vae_iwgan_config", "vnet_config", "voxel_cgan_config", "xray_ct_config",
 ]

@@ -12,7 +12,7 @@ from .figures import _new_figure
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
 
-__all__ = ["vessel_figure"]
+__all__ = ["sequence_figure", "vessel_figure"]
 
 
 def _picture(image) -> np.ndarray:
@@ -70,4 +70,54 @@ def vessel_figure(images: Sequence, truths: Sequence, probs: Sequence, names: Se
         fig.suptitle(title, y=1 - 0.1 / height)
     fig.subplots_adjust(left=0.05, right=0.99, top=1 - (0.6 if title else 0.3) / height, bottom=0.01,
                         wspace=0.03, hspace=0.05)
+    return fig
+
+
+def sequence_figure(truths, generated, stage_names: Sequence[str] | None = None, names: Sequence[str] | None = None,
+                    title: str = "", label: str = "") -> Figure:
+    """Stage sequences, real above generated: two rows per sequence, one column per stage (system 4's CRGAN).
+
+    Args:
+        truths: (N, T, H, W) true images, uint8 in [0, 255] or float in [0, 1].
+        generated: (N, T, H, W) generated images of the same sequences and stages, float in [0, 1].
+        stage_names: T column titles (default ``stage 0`` …).
+        names: N sequence names, written on each pair's rows.
+        title: the figure title.
+        label: a caption under the title (e.g. :data:`voxhelpers.data.brvo.SIMULATED_LABEL`).
+
+    Raises:
+        ValueError: shapes that differ or are not (N, T, H, W) with N, T >= 1; generated values outside [0, 1] or NaN;
+            names or stage names of the wrong count.
+    """
+    t_arr, g_arr = np.asarray(truths), np.asarray(generated, dtype=np.float32)
+    if t_arr.ndim != 4 or t_arr.shape != g_arr.shape or 0 in t_arr.shape[:2]:
+        raise ValueError(f"truths and generated must both be (N, T, H, W) with N, T >= 1, got {t_arr.shape} and "
+                         f"{g_arr.shape}")
+    if not np.isfinite(g_arr).all() or g_arr.min() < 0 or g_arr.max() > 1:
+        raise ValueError("generated images must be finite and in [0, 1] ((output + 1) / 2)")
+    n, t = t_arr.shape[:2]
+    stage_names = list(stage_names) if stage_names is not None else [f"stage {s}" for s in range(t)]
+    if len(stage_names) != t or (names is not None and len(names) != n):
+        raise ValueError(f"need {t} stage names and {n} names, got {len(stage_names)} and "
+                         f"{'none' if names is None else len(names)}")
+    scale = 255.0 if t_arr.dtype == np.uint8 else 1.0
+    head = (0.35 if title else 0.0) + (0.3 if label else 0.0) + 0.25
+    height = 1.3 * 2 * n + head
+    fig = _new_figure((1.3 * t + 0.6, height))
+    axes = fig.subplots(2 * n, t, squeeze=False)
+    for i in range(n):
+        for r, (kind, seq) in enumerate((("real", t_arr[i] / scale), ("generated", g_arr[i]))):
+            for s in range(t):
+                ax = axes[2 * i + r][s]
+                ax.imshow(seq[s], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                if i == 0 and r == 0:
+                    ax.set_title(str(stage_names[s]), fontsize=9)
+            who = f"{names[i]}\n{kind}" if names is not None else kind
+            axes[2 * i + r][0].set_ylabel(who, fontsize=8)
+    if title:
+        fig.suptitle(title, y=1 - 0.08 / height)
+    if label:
+        fig.text(0.5, 1 - (0.4 if title else 0.1) / height, label, ha="center", va="top", fontsize=8, style="italic")
+    fig.subplots_adjust(left=0.08, right=0.99, top=1 - head / height, bottom=0.01, wspace=0.03, hspace=0.05)
     return fig

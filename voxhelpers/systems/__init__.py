@@ -6,7 +6,7 @@ and one line here: see ``docs/adding_a_system.md``.
 
 from __future__ import annotations
 
-from . import iwgan, pix2pix, vae_iwgan, vnet, voxel_cgan, xray_ct
+from . import crgan, iwgan, pix2pix, vae_iwgan, vnet, voxel_cgan, xray_ct
 from .base import Splits, System, summarise_epoch
 
 #: name → System, in the order of the README
@@ -16,6 +16,7 @@ SYSTEMS: dict[str, System] = {
     vae_iwgan.SYSTEM.name: vae_iwgan.SYSTEM,
     xray_ct.SYSTEM.name: xray_ct.SYSTEM,
     pix2pix.SYSTEM.name: pix2pix.SYSTEM,
+    crgan.SYSTEM.name: crgan.SYSTEM,
     vnet.SYSTEM.name: vnet.SYSTEM,
 }
 
