@@ -125,6 +125,17 @@ def summarise_epoch(rows: list[dict], last: dict) -> dict:
     return row
 
 
+def generator_update(optimizer: torch.optim.Optimizer, loss_g: torch.Tensor) -> None:
+    """One optimiser step on a generator loss; a NaN or inf loss raises ``FloatingPointError`` before any update
+    (fit then names the epoch and batch and keeps the last good checkpoint)."""
+    if not torch.isfinite(loss_g):
+        raise FloatingPointError("the generator loss is NaN or inf; lower the learning rate or restore the last "
+                                 "checkpoint")
+    optimizer.zero_grad(set_to_none=True)
+    loss_g.backward()
+    optimizer.step()
+
+
 def autocast_for(device: torch.device | str):
     """bf16 autocast on CUDA (where it pays); a no-op context on CPU."""
     import contextlib

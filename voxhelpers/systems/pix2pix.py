@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from ..config.pix2pix import Pix2PixConfig
 from ..losses import adversarial_loss
-from .base import Splits, System, frozen
+from .base import Splits, System, frozen, generator_update
 
 
 class VesselPairDataset(torch.utils.data.Dataset):
@@ -225,12 +225,7 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: Pix2PixConfig, state)
         with frozen(models["D"]):
             adv = adversarial_loss(models["D"](image, fake), True, cfg.gan_loss)
         loss_g = loss_g + cfg.adv_weight * adv
-    if not torch.isfinite(loss_g):
-        raise FloatingPointError("the generator loss is NaN or inf; lower the learning rate or restore the last "
-                                 "checkpoint")
-    optimizers["G"].zero_grad(set_to_none=True)
-    loss_g.backward()
-    optimizers["G"].step()
+    generator_update(optimizers["G"], loss_g)
     return {**out, "loss_g": float(loss_g.detach()), "loss_rec": float(l1.detach()), "loss_mse": float(mse.detach()),
             "loss_adv": float(adv.detach()), "lr": lrs["G"]}
 

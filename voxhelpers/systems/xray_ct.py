@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..config.xray_ct import XrayCTConfig
 from ..losses import adversarial_loss
-from .base import Splits, System, frozen
+from .base import Splits, System, frozen, generator_update
 
 
 class CTCubeDataset(torch.utils.data.Dataset):
@@ -173,12 +173,7 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: XrayCTConfig, state) 
         with frozen(models["D"]):
             adv = adversarial_loss(models["D"](fake, pa, lateral), True, cfg.gan_loss)
         loss_g = loss_g + cfg.adv_weight * adv
-    if not torch.isfinite(loss_g):
-        raise FloatingPointError("the generator loss is NaN or inf; lower the learning rate or restore the last "
-                                 "checkpoint")
-    optimizers["G"].zero_grad(set_to_none=True)
-    loss_g.backward()
-    optimizers["G"].step()
+    generator_update(optimizers["G"], loss_g)
     return {**out, "loss_g": float(loss_g.detach()), "loss_rec": float(rec.detach()),
             "loss_proj": float(proj.detach()), "loss_adv": float(adv.detach()), "lr": learning_rate(cfg, state.epoch)}
 
