@@ -120,7 +120,7 @@ def test_shipped_card_command_gives_its_config(card_path):
 
 def test_shipped_cards_exist():
     assert len(CARDS) >= 13 and {json.loads(p.read_text())["system"] for p in CARDS} == {"voxel_cgan", "iwgan",
-                                                                                          "vae_iwgan"}
+                                                                                          "vae_iwgan", "pix2pix"}
 
 
 @pytest.mark.parametrize("weights", ["voxel_cgan/car/bce.safetensors",

@@ -254,7 +254,8 @@ def test_cli_trains_and_evaluates_on_real_octa500(data_root, tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"ssim", "mse", "sector_error", "ssim_s5", "train_ssim"} <= set(metrics)
     assert metrics["n_sequences"] == 10 and 0 <= metrics["mse"] <= 1 and -1 <= metrics["ssim"] <= 1
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0000.safetensors",
+                                                                   "epoch_0001.png", "epoch_0001.safetensors"]
     assert len((run / "cases.csv").read_text().splitlines()) == 1 + 10 * 6  # one row per sequence and stage
     history = (run / "history.csv").read_text().splitlines()[0].split(",")
     assert {"loss_d", "loss_g", "loss_gp", "wasserstein", "g_steps"} <= set(history)
@@ -268,3 +269,49 @@ def test_cli_trains_and_evaluates_on_real_octa500(data_root, tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     for key, value in card["metrics"].items():
         assert again[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
+
+
+def test_progress_reads_the_snapshots_and_its_last_row_is_the_runs_metrics(data_root, tmp_path):
+    """``train crgan --evaluate`` keeps one fp32 snapshot of the EMA generator per sample sheet; :func:`progress`
+    re-evaluates each, and the last one is the model the run evaluated: the same metrics to float precision. With a
+    segmenter it adds the vessel-density error (a constant segmenter gives density 1 in both: error 0)."""
+    if not (data_root / "octa500").is_dir():
+        pytest.skip("OCTA-500 is not among the real data")
+    from voxhelpers.systems.crgan import progress
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "crgan", "--profile", "smoke", "--out", str(run), "--evaluate"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    table = progress(run)
+    assert table["epoch"].tolist() == [0, 1]
+    for key in ("ssim", "mse", "sector_error", "ssim_s0", "mse_s5"):
+        assert table[key].iloc[-1] == pytest.approx(metrics[key], rel=1e-5, abs=1e-7)
+    assert not any(c.startswith("train_") for c in table.columns)
+    with_density = progress(run, segmenter=lambda x: np.ones(x.shape, bool))
+    assert (with_density["density_error"] == 0).all() and "density_error_s3" in with_density
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        progress(tmp_path)
+
+
+def test_baselines_by_hand():
+    """The other-eye baseline with the held-out sequences themselves as the training pool scores perfectly (SSIM 1,
+    MSE 0, errors 0); the mean-image baseline of one training sequence repeated is that sequence, and its MSE against
+    a held-out sequence is the mean squared pixel difference computed directly."""
+    from voxhelpers.systems.crgan import baselines
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 6, 1, 16, 16)).astype(np.uint8)
+    sector = np.zeros((3, 16, 16), bool)
+    sector[:, 4:12, 4:12] = True
+    held = SimpleNamespace(images=images, sector=sector)
+    cfg = crgan_config("smoke")
+    same = baselines(cfg, Splits(held, {"test": held}), segmenter=lambda x: np.asarray(x) > 0.5)
+    assert same["other_eye_ssim"] == pytest.approx(1.0) and same["other_eye_mse"] == 0
+    assert same["other_eye_sector_error"] == 0 and same["other_eye_density_error"] == 0
+    one = SimpleNamespace(images=np.repeat(images[:1], 3, axis=0), sector=sector)
+    got = baselines(cfg, Splits(one, {"test": held}))
+    expected = ((images[:, :, 0] / 255 - images[:1, :, 0] / 255) ** 2).mean()
+    assert got["mean_image_mse"] == pytest.approx(expected, rel=1e-5)
+    assert got["other_eye_mse"] == pytest.approx(expected, rel=1e-5) and "mean_image_density_error" not in got
+    with pytest.raises(ValueError, match="at least 3 training sequences"):
+        baselines(cfg, Splits(SimpleNamespace(images=images[:2], sector=sector[:2]), {"test": held}))

@@ -114,9 +114,11 @@ def test_data_status_names_every_missing_dataset_and_where_to_get_it(tmp_path):
 # --------------------------------------------------------------------------------------------------
 METRIC_COLUMNS = ["AVAR", "AVAR (card)", "1-NNA", "1-NNA (card)", "COV", "COV (card)", "MMD", "MMD (card)", "IoU",
                   "IoU (card)", "AP", "AP (card)", "retrieval IoU", "retrieval IoU (card)",
-                  # X-ray → CT and VNet (tests/test_quick_evaluation_ct.py): empty in these voxel rows
-                  "MAE (HU)", "MAE (HU) (card)", "PSNR (dB)", "PSNR (dB) (card)", "SSIM", "SSIM (card)", "Dice",
-                  "Dice (card)", "HD95 (mm)", "HD95 (mm) (card)"]
+                  # X-ray → CT, Pix2Pix, CRGAN and VNet (tests/test_quick_evaluation_ct.py, ..._retina.py): empty in
+                  # these voxel rows
+                  "MAE (HU)", "MAE (HU) (card)", "PSNR (dB)", "PSNR (dB) (card)", "SSIM", "SSIM (card)", "MSE",
+                  "MSE (card)", "Dice", "Dice (card)", "clDice", "clDice (card)", "AUC", "AUC (card)", "HD95 (mm)",
+                  "HD95 (mm) (card)"]
 
 
 def test_quick_evaluation_table_from_hand_made_cards():

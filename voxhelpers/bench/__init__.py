@@ -64,4 +64,5 @@ from . import iwgan  # noqa: E402, F401
 from . import xray_ct  # noqa: E402, F401
 from . import xray_ct_steps  # noqa: E402, F401
 from . import segmentation  # noqa: E402, F401
+from . import retina  # noqa: E402, F401
 # isort: on

@@ -4,8 +4,11 @@
 CT, 512×512×133 at 0.703×0.703×2.5 mm (:func:`voxhelpers.data.fetch.chest_ct`; a procedural stand-in of the same
 size, labelled in the notes, when it cannot be fetched) — the issue's targets: parallel under 0.2 s, cone beam at a
 256² detector under 2 s on 2 cores. ``xray_ct_step``: one training step of the ``cpu`` profile (64³, batch 4: PatchGAN
-step + generator step, X-rays rendered inside), its FLOPs counted, as a fraction of the GEMM peak. There is no faster
-path to compare it with: the step is plain torch (``torch.nn`` layers, NCDHW).
+step + generator step, X-rays rendered inside), its FLOPs counted, as a fraction of the GEMM peak, beside a plain port
+of the same step in the same run (:func:`xray_ct_port_step`: the same networks, the step as a user writes it from
+X2CT-GAN's description — one generator forward, ``nn`` losses, projections as plain sums, D not frozen in the G step,
+no augmentation); the second row's notes give ours / port time. ``tests/test_bench_retina.py`` checks that the two
+compute the same losses on the same inputs and weights (the left-right flip off).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from .core import BenchCase, BenchOptions, register_case
 
@@ -80,25 +84,109 @@ def _drr_chest_cone(opts: BenchOptions) -> list[BenchCase]:
                             "CT, forward; target < 2 s on 2 cores")]
 
 
+def xray_ct_port_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                      ct: torch.Tensor, cfg) -> dict[str, float]:
+    """The X-ray → CT step as a user writes it in plain PyTorch from X2CT-GAN's description (Ying et al., CVPR 2019;
+    SPEC §3): render the two X-rays, run the generator once, one PatchGAN step, one generator step.
+
+    D scores (real CT, X-rays) → 1 and (generated CT detached, X-rays) → 0 with ``nn.MSELoss`` (``gan_loss="lsgan"``)
+    or ``nn.BCEWithLogitsLoss`` (``"vanilla"``) on its logits, ½(real + fake); then G takes one step on
+    ``adv_weight``·adversarial + ``voxel_weight``·voxel (``nn.MSELoss`` or ``nn.L1Loss``, ``voxel_loss``) +
+    ``proj_weight``·projection, the projection loss the ``nn.L1Loss`` between the volumes' plain ``torch.sum``
+    projections along each of the three axes divided by the path length (the mean projections), averaged. No
+    augmentation, no channels-last, no autocast, D not frozen during the G step (its weight gradients are computed
+    and discarded), default ``zero_grad``; the learning rates are the optimisers' own.
+
+    Args:
+        G: the generator, (pa, lateral) (B, 1, S, S) → (B, 1, S, S, S) in [0, 1].
+        D: the conditional PatchGAN, (ct, pa, lateral) → logits.
+        opt_g, opt_d: their optimisers.
+        ct: (B, 1, S, S, S) CT cubes in [0, 1].
+        cfg: an :class:`~voxhelpers.config.xray_ct.XrayCTConfig` (rendering, loss kinds and weights).
+
+    Returns:
+        ``loss_d``, ``loss_g``, ``loss_rec``, ``loss_proj``, ``loss_adv`` as floats (the keys of our step).
+    """
+    from ..systems.xray_ct import render_xrays
+
+    gan = nn.MSELoss() if cfg.gan_loss == "lsgan" else nn.BCEWithLogitsLoss()
+    voxel = nn.MSELoss() if cfg.voxel_loss == "mse" else nn.L1Loss()
+    l1 = nn.L1Loss()
+    with torch.no_grad():
+        pa, lateral = render_xrays(ct, cfg)
+    fake = G(pa, lateral)
+
+    d_real = D(ct, pa, lateral)
+    d_fake = D(fake.detach(), pa, lateral)
+    loss_d = 0.5 * (gan(d_real, torch.ones_like(d_real)) + gan(d_fake, torch.zeros_like(d_fake)))
+    opt_d.zero_grad()
+    loss_d.backward()
+    opt_d.step()
+
+    d_fake = D(fake, pa, lateral)
+    adv = gan(d_fake, torch.ones_like(d_fake))
+    rec = voxel(fake, ct)
+    proj = sum(l1(torch.sum(fake, dim=d) / fake.shape[d], torch.sum(ct, dim=d) / ct.shape[d]) for d in (2, 3, 4)) / 3
+    loss_g = cfg.adv_weight * adv + cfg.voxel_weight * rec + cfg.proj_weight * proj
+    opt_g.zero_grad()
+    loss_g.backward()
+    opt_g.step()
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_rec": rec.item(), "loss_proj": proj.item(),
+            "loss_adv": adv.item()}
+
+
 @register_case("xray_ct_step")
 def _xray_ct_step(opts: BenchOptions) -> list[BenchCase]:
-    """One training step of the ``cpu`` profile (smoke sizes with ``quick``)."""
+    """One training step of the ``cpu`` profile (smoke sizes with ``quick``): the plain port, then ours."""
     from ..config.xray_ct import xray_ct_config
+    from ..nets import build_network
     from ..systems import get_system
     from ..training.state import TrainState
 
     cfg = xray_ct_config("smoke" if opts.quick else "cpu")
     system = get_system("xray_ct")
+    medians: dict[str, float] = {}
+
+    def cts() -> torch.Tensor:
+        ct = torch.rand(cfg.batch_size, 1, cfg.size, cfg.size, cfg.size, generator=torch.Generator().manual_seed(1))
+        return ct.to(opts.device)
+
+    def setup_port() -> Callable[[], object]:
+        torch.manual_seed(opts.seed)
+        G = build_network("xray_ct", "generator", cfg).to(opts.device)
+        D = build_network("xray_ct", "discriminator", cfg).to(opts.device)
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        ct = cts()
+        return lambda: xray_ct_port_step(G, D, opt_g, opt_d, ct, cfg)
 
     def setup() -> Callable[[], object]:
         torch.manual_seed(opts.seed)
         models = system.build(cfg, opts.device)
         optimizers = system.optimizers(cfg, models)
         state = TrainState(models, optimizers, torch.Generator().manual_seed(opts.seed))
-        ct = torch.rand(cfg.batch_size, 1, cfg.size, cfg.size, cfg.size, generator=torch.Generator().manual_seed(1))
-        batch = {"ct": ct.to(opts.device)}
+        batch = {"ct": cts()}
         return lambda: system.step(models, optimizers, batch, cfg, state)
 
-    notes = (f"the {'smoke' if opts.quick else 'cpu'} profile: {cfg.size}³ CTs, batch {cfg.batch_size}, X-rays "
-             f"rendered ({cfg.beam} beam), PatchGAN step + generator step (LSGAN + MSE + projection L1); fp32, NCDHW")
-    return [BenchCase("xray_ct_step", setup, cfg.batch_size, cfg.batch_size, "contiguous", notes=notes)]
+    def remember(seconds: float) -> str:
+        medians["port"] = seconds
+        return "reference row"
+
+    def ratio(seconds: float) -> str:
+        ref = medians.get("port")
+        if not ref:
+            return "ours / port: the port row was not run"
+        return f"ours / port time = {seconds / ref:.3f} (ours {ref / seconds:.2f}× as fast)"
+
+    profile = "smoke" if opts.quick else "cpu"
+    common = (f"the {profile} profile: {cfg.size}³ CTs, batch {cfg.batch_size}, X-rays rendered ({cfg.beam} beam), "
+              f"PatchGAN step + generator step ({cfg.gan_loss.upper() if cfg.gan_loss == 'lsgan' else 'BCE'} + "
+              f"{cfg.voxel_loss.upper()} + projection L1); fp32, NCDHW")
+    return [
+        BenchCase("xray_ct_step", setup_port, cfg.batch_size, cfg.batch_size, "plain port",
+                  notes=f"a plain port (the same networks; G run once, nn losses, sum projections, D not frozen in "
+                        f"the G step, no flip); {common}", derive=remember),
+        BenchCase("xray_ct_step", setup, cfg.batch_size, cfg.batch_size, "ours",
+                  notes=f"voxhelpers.systems.xray_ct.step (G run once for both steps, D frozen in the G step, "
+                        f"random left-right flip); {common}", derive=ratio),
+    ]

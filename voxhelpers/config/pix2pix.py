@@ -12,6 +12,10 @@ from .profiles import Config, option
 PIX2PIX_SOURCES = ("octa500", "drive", "folder")
 #: image channels each named source holds (a folder's are whatever ``in_channels`` says; the reader checks them)
 SOURCE_CHANNELS = {"octa500": 1, "drive": 3}
+#: generators: the seed's Pix2Pix U-Net, or MONAI's ``UNet`` (2D, residual units, the same widths, a Tanh head) as
+#: the outside peer, trained identically (its row is trained without the PatchGAN: ``--network monai_unet
+#: --adv-weight 0``, beside our U-Net's no-GAN row)
+PIX2PIX_NETWORKS = ("pix2pix", "monai_unet")
 #: pix2pix's maintainers' settings for binary targets (junyanz/pytorch-CycleGAN-and-pix2pix: λ_L1 100, LSGAN):
 #: ``pix2pix_config(profile, **ANCHOR)`` or ``--l1-weight 100 --mse-weight 0 --gan-loss lsgan``
 ANCHOR = {"l1_weight": 100.0, "mse_weight": 0.0, "gan_loss": "lsgan"}
@@ -57,6 +61,11 @@ class Pix2PixConfig(Config):
                       ("resize", "crop", "fov_resize"))
     max_images: int | None = option(None, "train on the first k training images only (default: all; validation and "
                                     "test are kept whole)")
+    network: str = option("pix2pix", "generator: pix2pix (the seed's U-Net) or monai_unet (MONAI's UNet, the outside "
+                          "peer: residual units, the same widths and Tanh head)", PIX2PIX_NETWORKS)
+    crop: int | None = option(None, "train on random crop²-pixel windows of the size² images (a multiple of "
+                              "2^levels; DRIVE at near-native resolution); None: whole images. Evaluation always "
+                              "predicts whole size² images")
     channels: tuple[int, ...] = option((64, 128, 256, 512, 512, 512), "U-Net encoder widths, finest first; their "
                                        "number is the depth (the seed's six)")
     d_channels: int = option(64, "width of the PatchGAN's first layer (the seed: 64)")
@@ -114,6 +123,9 @@ class Pix2PixConfig(Config):
             raise ValueError(f"size must be a multiple of 2^{self.levels} = {divisor} (the U-Net halves it "
                              f"{self.levels} times) and at least {2 * divisor} (batch norm at the bottleneck needs "
                              f"2×2 when a batch holds one image), got {self.size}")
+        if self.crop is not None and (self.crop % divisor or not 2 * divisor <= self.crop <= self.size):
+            raise ValueError(f"crop must be None or a multiple of 2^{self.levels} = {divisor} between {2 * divisor} "
+                             f"and size = {self.size}, got {self.crop}")
         if min(self.d_channels, self.batch_size, self.sample_every, self.lr_step) < 1 or self.epochs < 0:
             raise ValueError("d_channels, batch_size, sample_every and lr_step must be >= 1 and epochs >= 0, got "
                              f"{self.d_channels}, {self.batch_size}, {self.sample_every}, {self.lr_step}, "

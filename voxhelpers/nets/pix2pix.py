@@ -351,7 +351,32 @@ def flatten_sequence(images: torch.Tensor, patient: torch.Tensor,
 # --------------------------------------------------------------------------------------------------
 # build_network
 # --------------------------------------------------------------------------------------------------
-def _pix2pix_generator(cfg) -> Pix2PixGenerator:
+class MonaiUNet2D(nn.Module):
+    """MONAI's ``UNet`` (2D, two residual units per level, batch norm, strided 2 downs) with a Tanh head: the outside
+    peer of the Pix2Pix U-Net, trained on the same losses against masks in [−1, 1].
+
+    Args:
+        in_channels: 1 or 3; channels: encoder widths, finest first (the Pix2Pix config's ``channels``).
+    """
+
+    def __init__(self, in_channels: int = 1, channels: tuple[int, ...] = (32, 64, 128, 256, 256, 256)):
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        _check_image_channels(in_channels)
+        self.in_channels = in_channels
+        self.net = UNet(spatial_dims=2, in_channels=in_channels, out_channels=1, channels=tuple(channels),
+                        strides=(2,) * (len(channels) - 1), num_res_units=2, norm="batch")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [−1, 1] → (B, 1, H, W) in (−1, 1)."""
+        _check_image(x, "image", self.in_channels)
+        return torch.tanh(self.net(x))
+
+
+def _pix2pix_generator(cfg) -> nn.Module:
+    if getattr(cfg, "network", "pix2pix") == "monai_unet":
+        return MonaiUNet2D(cfg.in_channels, tuple(getattr(cfg, "channels", SEED_CHANNELS)))
     return Pix2PixGenerator(cfg.in_channels, 1, tuple(getattr(cfg, "channels", SEED_CHANNELS)),
                             getattr(cfg, "dropout", 0.5), getattr(cfg, "dropout_blocks", 2))
 
@@ -376,7 +401,8 @@ def _crgan_critic(cfg) -> CRGANCritic:
                        **_crgan_kwargs(cfg))
 
 
-#: system → role → constructor. Pix2Pix reads ``cfg.in_channels`` and, when present, ``channels``, ``dropout``,
+#: system → role → constructor. Pix2Pix reads ``cfg.in_channels`` and, when present, ``network`` (``pix2pix`` or
+#: ``monai_unet``: :class:`MonaiUNet2D`), ``channels``, ``dropout``,
 #: ``dropout_blocks``, ``d_channels``, ``output`` (else the seed's); the CRGAN reads ``cfg.n_patients``,
 #: ``cfg.n_stages`` and, when present, ``image_size``, ``image_channels``, ``z_dim``, ``embed_dim``, ``hidden_dim``,
 #: ``g_channels``, ``d_channels``, ``max_channels``. The CRGAN's ``"discriminator"`` is its critic.

@@ -7,6 +7,8 @@
 - :mod:`~voxhelpers.plots.scenes`: a static copy of a plotly figure of voxel meshes (the viewers' PNG fallback).
 - :mod:`~voxhelpers.plots.segmentation`: CT slices with organ label maps overlaid (system 5).
 - :mod:`~voxhelpers.plots.xray_ct`: the two X-rays and slices of real and generated CTs (system 3).
+- :mod:`~voxhelpers.plots.retina`: vessel masks, stage sequences, the joined pipeline, the CRGAN's convergence
+  (system 4).
 - :mod:`~voxhelpers.plots._checks`: input checks shared with :mod:`voxhelpers.viewers`.
 
 Every figure function returns a :class:`matplotlib.figure.Figure`, already closed in pyplot; the caller displays
@@ -16,6 +18,7 @@ or saves it (:func:`save_figure`). matplotlib is imported inside the functions a
 
 from .figures import history_figure, save_figure
 from .images import image_grid_figure, reconstruction_figure
+from .retina import crgan_progress_figure, density_figure, joined_figure, sequence_figure, vessel_figure
 from .scenes import mesh_scenes_figure
 from .segmentation import organ_colors, segmentation_figure
 from .sheets import SampleSheets
@@ -23,6 +26,11 @@ from .voxels import SEED_COLORS, SHEET_ROW_LABELS, sample_sheet_figure, voxel_fa
 from .xray_ct import xray_ct_figure
 
 __all__ = [
+    "crgan_progress_figure",
+    "density_figure",
+    "joined_figure",
+    "sequence_figure",
+    "vessel_figure",
     "SampleSheets",
     "SEED_COLORS",
     "SHEET_ROW_LABELS",

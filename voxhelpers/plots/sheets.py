@@ -7,7 +7,8 @@ from pathlib import Path
 
 class SampleSheets:
     """Save ``<out_dir>/samples/epoch_XXXX.png`` every ``every`` epochs and after the last, named by the true 0-based
-    epoch (the seed named epoch-360 weights "400").
+    epoch (the seed named epoch-360 weights "400"); for a system with ``snapshots`` also the shipped model's fp32
+    weights ``epoch_XXXX.safetensors`` beside it.
 
     Args:
         system: the :class:`voxhelpers.systems.System` (its ``sheet_inputs`` and ``figure``).
@@ -35,3 +36,11 @@ class SampleSheets:
         title = f"{self.system.title} · {self.config.data} · epoch {e}"
         fig = self.system.figure(model, self.config, self.inputs, title)
         self.written.append(save_figure(fig, self.out_dir / "samples" / f"epoch_{e:04d}.png"))
+        if getattr(self.system, "snapshots", False):
+            from safetensors.torch import save_file
+
+            from ..data.io import atomic_write
+
+            tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+            atomic_write(self.out_dir / "samples" / f"epoch_{e:04d}.safetensors",
+                         lambda tmp: save_file(tensors, str(tmp)))

@@ -21,6 +21,15 @@ from .ct import (
     ct_target,
 )
 from .iwgan import IWGAN_ONE_NNA_TARGET, iwgan_meets_target, vae_iwgan_meets_target
+from .retina import (
+    RETINA_SYSTEMS,
+    retina_data_here,
+    retina_data_title,
+    retina_eval_images,
+    retina_quick_metrics,
+    retina_source,
+    retina_target,
+)
 from .voxel_cgan import SEED_AAD_AVAR, meets_target
 
 #: system → its headline metrics in the quick-evaluation table, as (column title, metrics key)
@@ -29,13 +38,15 @@ QUICK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "iwgan": (("COV", "cov"), ("MMD", "mmd"), ("1-NNA", "one_nna")),
     "vae_iwgan": (("IoU", "iou"), ("AP", "ap"), ("retrieval IoU", "baseline_iou")),
     "xray_ct": (("MAE (HU)", "mae"), ("PSNR (dB)", "psnr"), ("SSIM", "ssim")),
+    "pix2pix": (("Dice", "dice"), ("clDice", "cldice"), ("AUC", "auc")),
+    "crgan": (("SSIM", "ssim"), ("MSE", "mse")),
     "vnet": (("Dice", "mean_dice"), ("HD95 (mm)", "mean_hd95")),
 }
-_QUICK_COLUMNS = ("AVAR", "1-NNA", "COV", "MMD", "IoU", "AP", "retrieval IoU", "MAE (HU)", "PSNR (dB)", "SSIM", "Dice",
-                  "HD95 (mm)")
+_QUICK_COLUMNS = ("AVAR", "1-NNA", "COV", "MMD", "IoU", "AP", "retrieval IoU", "MAE (HU)", "PSNR (dB)", "SSIM", "MSE",
+                  "Dice", "clDice", "AUC", "HD95 (mm)")
 _MODEL_TITLES = {"iwgan": "3D-IWGAN generator", "vae_iwgan": "3D-VAE-IWGAN encoder + generator"}
 _SEGMENTATION_TITLES = {"vnet": "VNet", "monai_vnet": "MONAI VNet", "monai_unet": "MONAI UNet"}
-_SYSTEM_ORDER = ("voxel_cgan", "iwgan", "vae_iwgan", *CT_SYSTEMS)
+_SYSTEM_ORDER = ("voxel_cgan", "iwgan", "vae_iwgan", "xray_ct", *RETINA_SYSTEMS, "vnet")
 
 
 def card_target(card: Mapping) -> tuple[str, bool]:
@@ -46,7 +57,9 @@ def card_target(card: Mapping) -> tuple[str, bool]:
     * vae_iwgan: :func:`vae_iwgan_meets_target` (IoU above the retrieval baseline's);
     * xray_ct: :func:`voxhelpers.reports.ct.xray_ct_meets_target` (beats the mean CT and the back-projection on
       every metric);
-    * vnet: :func:`voxhelpers.reports.ct.vnet_meets_target` (mean Dice ≥ 0.75).
+    * vnet: :func:`voxhelpers.reports.ct.vnet_meets_target` (mean Dice ≥ 0.75);
+    * pix2pix, crgan: :func:`voxhelpers.reports.retina.retina_target` (the issue's Dice / AUC aims per dataset; the
+      seed's SSIM 0.72).
 
     Args:
         card: a model card (``system``, ``config``, ``metrics``), as read by :func:`voxel_cgan_cards` /
@@ -72,6 +85,8 @@ def card_target(card: Mapping) -> tuple[str, bool]:
         return "IoU > retrieval IoU", vae_iwgan_meets_target(m)
     if system in CT_SYSTEMS:
         return ct_target(card)
+    if system in RETINA_SYSTEMS:
+        return retina_target(card)
     raise ValueError(f"no target for system {system!r}; expected one of {_SYSTEM_ORDER}")
 
 
@@ -84,6 +99,8 @@ def data_title(data: str) -> str:
 
     if data.partition(":")[0] in CT_SOURCES:
         return ct_data_title(data)
+    if data in ("octa500", "drive", "brvo:octa500") or data.startswith("folder:"):
+        return retina_data_title(data)
     source, name = parse_data(data)
     if source == "synthevox3d":
         from ..data.shapes import resolve_category
@@ -129,11 +146,14 @@ def data_status(cards: Iterable[Mapping], roots=None) -> list[str]:
         if ct:  # X-ray → CT and VNet read patients by split (card_data_here)
             title, where = ct_source(data)
             how[title], here = where, card_data_here(card, roots)
+        elif card["system"] in RETINA_SYSTEMS:
+            title, where = retina_source(data)
+            how[title], here = where, retina_data_here(card, roots)
         else:
             source = parse_data(data)[0]
             title, here = titles.get(source, source), data_available(data, roots)
         names = found.setdefault((title, here), [])
-        name = data_title(data).removeprefix(f"{title} ")
+        name = data_title(data).removeprefix(f"{title} ").removeprefix(title)
         if name not in names:
             names.append(name)
     lines = []
@@ -181,6 +201,12 @@ def describe_protocol(system: str, metrics: Mapping) -> str:
         n = int(m.get("n_cases") or 0)
         fold = f" of fold {int(m['fold'])}" if m.get("fold") is not None else ""
         return f"{n:,} held-out patient{'s' * (n != 1)}{fold}, whole volumes" if n else ""
+    if system == "pix2pix":
+        n = int(m.get("n_images") or 0)
+        return f"{n:,} held-out image{'s' * (n != 1)}, threshold from validation" if n else ""
+    if system == "crgan":
+        n, k = int(m.get("n_sequences") or 0), int(m.get("n_draws") or 0)
+        return f"{n:,} held-out SIMULATED sequence{'s' * (n != 1)} × {k} draw{'s' * (k != 1)}" if n else ""
     raise ValueError(f"unknown system {system!r}; expected one of {_SYSTEM_ORDER}")
 
 
@@ -199,11 +225,17 @@ def _model_title(card: Mapping) -> str:
     system = card["system"]
     if system == "voxel_cgan":
         return HYBRID_LOSS_TITLES.get(card["config"].get("loss"), "")
-    if system not in CT_SYSTEMS:
+    if system not in CT_SYSTEMS and system not in RETINA_SYSTEMS:
         return _MODEL_TITLES[system]
     from ..inference import card_config
 
     cfg = card_config(card)
+    if system == "crgan":
+        return "CRGAN generator (EMA), unknown patient"
+    if system == "pix2pix":
+        net = "Pix2Pix U-Net" if cfg.network == "pix2pix" else "MONAI UNet"
+        return f"{net} + PatchGAN" if cfg.adv_weight > 0 else f"{net}, no GAN"
+
     if system == "xray_ct":
         return "X-ray → CT generator (GAN)" if cfg.adv_weight > 0 else "X-ray → CT generator, no GAN (ablation)"
     return f"{_SEGMENTATION_TITLES.get(cfg.network, cfg.network)}, fold {cfg.fold} of {cfg.n_folds}"
@@ -224,9 +256,10 @@ def quick_evaluation_table(cards: Iterable[Mapping], recomputed: Mapping[str, Ma
     Columns: ``system``, ``data``, ``model``, ``recomputed on``, ``card measured on``, then for each metric of
     :data:`QUICK_METRICS` the recomputed value and ``"<metric> (card)"`` (AVAR, 1-NNA, COV for the cGAN; COV, MMD,
     1-NNA for 3D-IWGAN; IoU, AP, retrieval IoU for 3D-VAE-IWGAN; MAE (HU), PSNR (dB), SSIM for X-ray → CT; mean
-    Dice and HD95 (mm) for VNet; empty where a system has no such metric or it was not recomputed), ``target`` (in
-    words, :func:`card_target`) and ``meets target`` (judged on the card's numbers, the full protocol). Numbers
-    rounded to 3 decimals. Rows: cGAN, 3D-IWGAN, 3D-VAE-IWGAN, X-ray → CT, VNet, each by data (the cGAN's losses in
+    Dice and HD95 (mm) for VNet; Dice, clDice and AUC for Pix2Pix; SSIM and MSE for the CRGAN; empty where a
+    system has no such metric or it was not recomputed), ``target`` (in words, :func:`card_target`) and ``meets
+    target`` (judged on the card's numbers, the full protocol). Numbers rounded to 3 decimals. Rows: cGAN,
+    3D-IWGAN, 3D-VAE-IWGAN, X-ray → CT, Pix2Pix, CRGAN, VNet, each by data (the cGAN's losses in
     :data:`HYBRID_LOSSES` order, then by card path: the X-ray GAN before its no-GAN ablation).
 
     Args:
@@ -289,6 +322,9 @@ def quick_metrics(card: Mapping, profile: str | None = None, roots=None) -> dict
       renders with a database of one view of every training object (the card: 4 views of every test object, a
       database of 8 views per training object).
 
+    * pix2pix, crgan: with the data here, the card's metrics on the first
+      :func:`voxhelpers.reports.retina.retina_eval_images` held-out images or SIMULATED sequences (2 in smoke, all in
+      cpu and full; :func:`voxhelpers.reports.retina.retina_quick_metrics`);
     * xray_ct, vnet: with OpenKBP here, the card's metrics on the first :func:`voxhelpers.reports.ct.ct_eval_cases`
       held-out patients (2 in smoke, 6 in cpu, all of them in full;
       :func:`voxhelpers.reports.ct.ct_quick_metrics`; the X-ray baselines are not recomputed).
@@ -320,7 +356,8 @@ def quick_metrics(card: Mapping, profile: str | None = None, roots=None) -> dict
     budget = eval_budget(profile)
     cfg = inference.card_config(card)
     model, _ = inference.load_pretrained(card["path"])
-    here = card_data_here(card, roots) if system in CT_SYSTEMS else data_available(cfg.data, roots)
+    here = (card_data_here(card, roots) if system in CT_SYSTEMS else retina_data_here(card, roots)
+            if system in RETINA_SYSTEMS else data_available(cfg.data, roots))
     out: dict = {"data_here": here}
     if system == "voxel_cgan":
         real = get_system(system).data(cfg, roots).train[: budget.n_generated] if out["data_here"] else None
@@ -348,4 +385,6 @@ def quick_metrics(card: Mapping, profile: str | None = None, roots=None) -> dict
                    n_train=len(splits.train), n_test=len(test), n_test_views=len(index), n_retrieval_views=1)
     elif system in CT_SYSTEMS and out["data_here"]:
         out.update(ct_quick_metrics(model, card, ct_eval_cases(profile), roots))
+    elif system in RETINA_SYSTEMS and out["data_here"]:
+        out.update(retina_quick_metrics(model, card, retina_eval_images(profile), roots))
     return out

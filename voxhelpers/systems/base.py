@@ -73,6 +73,9 @@ class System:
             with its per-case rows kept; the command line writes them to ``cases.csv`` beside the metrics.
         init_models: optional ``(models, dataset, config) -> None``: initialises fresh models from the training data
             (the X-ray generator's mean-CT prior); not called when a checkpoint is resumed.
+        snapshots: the command line's sample sheets also keep the shipped model's weights
+            (``samples/epoch_XXXX.safetensors``), so held-out metrics can be traced over epochs after the run (the
+            CRGAN's convergence plot).
     """
 
     name: str
@@ -97,6 +100,7 @@ class System:
     initial_extra: Callable[[Any], dict] = lambda cfg: {}
     details: Callable[..., Any] | None = None
     init_models: Callable[..., None] | None = None
+    snapshots: bool = False
 
     def shipped_key(self, config) -> str:
         """The key of the model that is exported and evaluated for ``config``."""

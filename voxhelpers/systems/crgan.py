@@ -311,10 +311,20 @@ def sequence_scores(generated: np.ndarray, truth: np.ndarray, sector: np.ndarray
     return out
 
 
-def _scores(model, cfg: CRGANConfig, seqs, patient) -> dict[str, np.ndarray]:
+def _scores(model, cfg: CRGANConfig, seqs, patient, segmenter=None) -> dict[str, np.ndarray]:
     truth = np.asarray(seqs.images)[:, :, 0].astype(np.float32) / 255  # (N, T, S, S)
     generated = generate(model, patient, cfg.n_stages, eval_noise(cfg, len(truth)))
-    return sequence_scores(generated, truth, getattr(seqs, "sector", None))
+    sector = getattr(seqs, "sector", None)
+    out = sequence_scores(generated, truth, sector)
+    if segmenter is not None and sector is not None:
+        from ..inference.retina import sector_density
+
+        sec = np.asarray(sector, bool)
+        gen = sector_density(segmenter(generated.reshape(-1, *truth.shape[-2:])).reshape(generated.shape),
+                             sec[:, None, None])  # (N, K, T)
+        true = sector_density(segmenter(truth.reshape(-1, *truth.shape[-2:])).reshape(truth.shape), sec[:, None])
+        out["density_error"] = np.abs(gen - true[:, None])
+    return out
 
 
 def _count(seqs) -> int:
@@ -322,22 +332,61 @@ def _count(seqs) -> int:
     return len(np.asarray(seqs.images))
 
 
-def details(model, cfg: CRGANConfig, splits: Splits, device=None):
-    """(metrics, per-sequence-and-stage DataFrame of the held-out split); :func:`evaluate` has the keys."""
+def baselines(cfg: CRGANConfig, splits: Splits, segmenter=None) -> dict[str, float]:
+    """What the held-out metrics of :func:`details` read for two references that need no generator, so a CRGAN's
+    numbers can be placed (the unknown patient cannot know a held-out eye's vessel layout):
+
+    - ``mean_image_*``: the mean training image of each stage (the best constant guess in MSE);
+    - ``other_eye_*``: a real training sequence in place of each held-out one (training sequence i for held-out i:
+      another eye, the same stages) — what a generator drawing perfect but other eyes would score.
+
+    Keys ``<baseline>_ssim``, ``_mse``, ``_sector_error`` and, with a ``segmenter``, ``_density_error``, each the
+    mean over held-out sequences and stages.
+
+    Raises:
+        ValueError: fewer training than held-out sequences.
+    """
+    held, train = splits.held_out["test"], splits.train
+    truth = np.asarray(held.images)[:, :, 0].astype(np.float32) / 255  # (N, T, S, S)
+    pool = np.asarray(train.images)[:, :, 0].astype(np.float32) / 255
+    n = len(truth)
+    if len(pool) < n:
+        raise ValueError(f"need at least {n} training sequences for the other-eye baseline, got {len(pool)}")
+    candidates = {"mean_image": np.broadcast_to(pool.mean(axis=0), truth.shape)[:, None],
+                  "other_eye": pool[:n, None]}
+    sector = np.asarray(held.sector, bool)
+    out = {}
+    for name, guess in candidates.items():  # guess (N, 1, T, S, S), as generated sequences with one draw
+        scores = sequence_scores(np.ascontiguousarray(guess), truth, sector)
+        if segmenter is not None:
+            from ..inference.retina import sector_density
+
+            flat = lambda a: segmenter(a.reshape(-1, *truth.shape[-2:])).reshape(a.shape)  # noqa: E731
+            scores["density_error"] = np.abs(sector_density(flat(np.ascontiguousarray(guess)), sector[:, None, None])
+                                             - sector_density(flat(truth), sector[:, None])[:, None])
+        out.update({f"{name}_{k}": float(v.mean()) for k, v in scores.items()})
+    return out
+
+
+def details(model, cfg: CRGANConfig, splits: Splits, device=None, segmenter=None, train: bool = True):
+    """(metrics, per-sequence-and-stage DataFrame of the held-out split); :func:`evaluate` has the keys. With a
+    ``segmenter`` (images (M, S, S) in [0, 1] → bool masks: :func:`voxhelpers.inference.retina.pix2pix_segmenter`)
+    also ``density_error`` / ``density_error_s{t}``: |vessel density in the sector of the generated image's mask −
+    that of the true image's mask, the same segmenter|. ``train=False`` skips the ``train_*`` metrics."""
     import pandas as pd
 
     held = splits.held_out["test"]
-    scores = _scores(model, cfg, held, np.full(_count(held), cfg.unknown_patient))
+    scores = _scores(model, cfg, held, np.full(_count(held), cfg.unknown_patient), segmenter)
     metrics: dict[str, float] = {}
     for key, v in scores.items():
         metrics[key] = float(v.mean())
         for s, m in enumerate(v.mean(axis=(0, 1))):
             metrics[f"{key}_s{s}"] = float(m)
-    train = splits.train
-    if train is not None and _count(train):
-        part = dataclasses.replace(train, **{k: np.asarray(getattr(train, k))[:N_TRAIN_EVAL]
-                                             for k in ("images", "patient", "sector") if hasattr(train, k)}) \
-            if dataclasses.is_dataclass(train) else train
+    if train and splits.train is not None and _count(splits.train):
+        seqs = splits.train
+        part = dataclasses.replace(seqs, **{k: np.asarray(getattr(seqs, k))[:N_TRAIN_EVAL]
+                                            for k in ("images", "patient", "sector") if hasattr(seqs, k)}) \
+            if dataclasses.is_dataclass(seqs) else seqs
         for key, v in _scores(model, cfg, part, np.asarray(part.patient)).items():
             metrics[f"train_{key}"] = float(v.mean())
     metrics.update({"n_sequences": float(_count(held)), "n_draws": float(cfg.eval_draws)})
@@ -352,6 +401,46 @@ def evaluate(model, cfg: CRGANConfig, splits: Splits, profile: str | None = None
     ``sector_error`` and per stage ``ssim_s{t}``, ``mse_s{t}``, ``sector_error_s{t}``; on up to 16 training sequences
     with their own patient ``train_ssim``, ``train_mse``, ``train_sector_error``; ``n_sequences``, ``n_draws``."""
     return details(model, cfg, splits, device)[0]
+
+
+def progress(run, splits: Splits | None = None, segmenter=None, device="cpu"):
+    """Held-out metrics of every weight snapshot a run kept (``samples/epoch_XXXX.safetensors``, one per sample sheet):
+    the convergence curve the issue asks to be shown, not claimed.
+
+    Args:
+        run: the run folder (its ``checkpoint.pt`` gives the config).
+        splits: the run's data (default ``data(config)``: the simulation is rebuilt, seeded).
+        segmenter: optional images → vessel masks, for ``density_error`` (:func:`details`).
+
+    Returns:
+        DataFrame, one row per snapshot: ``epoch`` and every key of :func:`details` but the ``train_*`` ones.
+
+    Raises:
+        FileNotFoundError: no checkpoint or no snapshot in ``run``.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from ..training import CHECKPOINT_NAME, read_checkpoint
+
+    run = Path(run)
+    if not (run / CHECKPOINT_NAME).is_file():
+        raise FileNotFoundError(f"{run}: no {CHECKPOINT_NAME}; expected a CRGAN run folder")
+    snapshots = sorted((run / "samples").glob("epoch_*.safetensors"))
+    if not snapshots:
+        raise FileNotFoundError(f"{run / 'samples'}: no epoch_XXXX.safetensors snapshots (runs before they were kept "
+                                f"have none)")
+    cfg = CRGANConfig.from_dict(read_checkpoint(run / CHECKPOINT_NAME)["config"])
+    splits = splits or data(cfg)
+    model = build(cfg, device)["G"]
+    rows = []
+    for path in snapshots:
+        model.load_state_dict(load_file(str(path)))
+        metrics = details(model, cfg, splits, device, segmenter, train=False)[0]
+        rows.append({"epoch": int(path.stem.split("_")[1]), **metrics})
+    return pd.DataFrame(rows)
 
 
 def sheet_inputs(cfg: CRGANConfig, splits: Splits) -> dict:
@@ -381,5 +470,5 @@ SYSTEM = System(
     weights_name=lambda cfg: "generator.safetensors",
     run_name=lambda cfg: f"{cfg.data.replace(':', '_')}_{cfg.image_size}",
     shipped="G", shipped_role="generator", ema=("G_ema", "G"), ema_when=generator_stepped, weights_dtype="fp16",
-    details=details,
+    details=details, snapshots=True,
 )

@@ -29,7 +29,12 @@ field of view; the threshold with the best mean Dice on the validation split (:f
 then :func:`vessel_metrics` over the whole test split at that threshold, at the training size (masks brought to
 ``size``² by nearest-neighbour, as the seed's evaluation at 256²).
 
-TODO: MONAI's ``UNet`` as an outside peer trained identically (the issue's table row).
+**Peers.** ``adv_weight=0`` is the same U-Net without the PatchGAN; ``network="monai_unet"`` is MONAI's ``UNet``
+(:class:`voxhelpers.nets.pix2pix.MonaiUNet2D`) trained identically (``--network monai_unet --adv-weight 0``).
+
+**Crops.** With ``crop`` the step trains on one random ``crop``² window per augmented image (:func:`random_crop`;
+DRIVE brought to 512² by ``fov_resize`` and trained on 256² windows keeps its thin vessels), and evaluation still
+predicts whole ``size``² images (the U-Net is fully convolutional).
 """
 
 from __future__ import annotations
@@ -192,6 +197,20 @@ def augment(image: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor, cfg: Pix
     return image, mask, fov
 
 
+def random_crop(image: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor, crop: int,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random ``crop``² window per image of a batch (the same window for its mask and field of view), drawn on
+    ``generator``; (B, C, S, S) → (B, C, crop, crop). ``crop`` equal to S returns the batch unchanged."""
+    s = image.shape[-1]
+    if crop >= s:
+        return image, mask, fov
+    b = image.shape[0]
+    top = torch.randint(0, s - crop + 1, (b,), generator=generator).tolist()
+    left = torch.randint(0, s - crop + 1, (b,), generator=generator).tolist()
+    windows = list(enumerate(zip(top, left, strict=True)))
+    return tuple(torch.stack([t[i, :, y:y + crop, x:x + crop] for i, (y, x) in windows]) for t in (image, mask, fov))
+
+
 def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Σ values·weight / Σ weight (over every axis): a loss averaged over the field of view's pixels only."""
     return (values * weight).sum() / weight.sum().clamp_min(1.0)
@@ -201,6 +220,8 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: Pix2PixConfig, state)
     """One PatchGAN step (when there is one) and one generator step; see the module docstring."""
     G = models["G"]
     image, mask, fov = augment(batch["image"], batch["mask"], batch["fov"], cfg, state.generator)
+    if cfg.crop is not None:
+        image, mask, fov = random_crop(image, mask, fov, cfg.crop, state.generator)
     target = 2 * mask - 1  # (B, 1, S, S) in {−1, 1}: the Tanh range
     inside = fov > 0
     lrs = learning_rates(cfg, state.epoch)
@@ -296,16 +317,19 @@ def figure(model, cfg: Pix2PixConfig, samples, title: str = ""):
 
 
 def variant(cfg: Pix2PixConfig) -> str:
-    """``""`` (the seed's BCE GAN), ``"_lsgan"`` or ``"_no_gan"``: what weights and run folders are named by."""
+    """What weights and run folders are named by: ``""`` (the seed's U-Net and BCE GAN), ``"_lsgan"``, ``"_no_gan"``,
+    and ``"_monai_unet"`` before either for MONAI's UNet (``"_monai_unet_no_gan"``)."""
+    net = "" if cfg.network == "pix2pix" else f"_{cfg.network}"
     if cfg.adv_weight == 0:
-        return "_no_gan"
-    return "" if cfg.gan_loss == "vanilla" else f"_{cfg.gan_loss}"
+        return f"{net}_no_gan"
+    return net + ("" if cfg.gan_loss == "vanilla" else f"_{cfg.gan_loss}")
 
 
 SYSTEM = System(
     name="pix2pix", title="Pix2Pix vessel masks", config=Pix2PixConfig, build=build, optimizers=optimizers,
     data=data, dataset=dataset, step=step, evaluate=evaluate, sheet_inputs=sheet_inputs, figure=figure,
     weights_name=lambda cfg: f"generator{variant(cfg)}.safetensors",
-    run_name=lambda cfg: f"{cfg.data.partition(':')[0]}_{cfg.size}{variant(cfg)}",
+    run_name=lambda cfg: f"{cfg.data.partition(':')[0]}_{cfg.size}{f'_crop{cfg.crop}' if cfg.crop else ''}"
+                         f"{'' if cfg.fit == 'resize' else '_' + cfg.fit}{variant(cfg)}",
     shipped="G", shipped_role="generator", ema=None, weights_dtype="fp16", details=details,
 )

@@ -154,17 +154,17 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: XrayCTConfig, state) 
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, state.epoch)
     out = {}  # no "loss_d" without a critic: a NaN there would read as a diverged critic
+    # one generator forward serves both steps (its instance norms keep no running statistics and it has no dropout,
+    # so a second forward would give the same volume: the bench's plain port showed the cost, 1.2x)
+    fake = G(pa, lateral)
     if "D" in models:
         D, opt_d = models["D"], optimizers["D"]
-        with torch.no_grad():
-            fake = G(pa, lateral)
         loss_d = 0.5 * (adversarial_loss(D(ct, pa, lateral), True, cfg.gan_loss)
-                        + adversarial_loss(D(fake, pa, lateral), False, cfg.gan_loss))
+                        + adversarial_loss(D(fake.detach(), pa, lateral), False, cfg.gan_loss))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         out["loss_d"] = float(loss_d.detach())
-    fake = G(pa, lateral)
     rec = F.mse_loss(fake, ct) if cfg.voxel_loss == "mse" else F.l1_loss(fake, ct)
     proj = projection_l1(fake, ct)
     loss_g = cfg.voxel_weight * rec + cfg.proj_weight * proj
