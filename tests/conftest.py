@@ -81,3 +81,17 @@ def binvox_bytes(grid: np.ndarray) -> bytes:
         i = j
     d = grid.shape[0]
     return f"#binvox 1\ndim {d} {d} {d}\ntranslate 0 0 0\nscale 1\ndata\n".encode() + bytes(out)
+
+
+def vessel_grid(seed: int = 0, h: int = 96, w: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic en-face 'OCTA' (H, W) uint8: a noisy capillary background (40–120) and a grid of bright vessels
+    (190–255; 3- and 6-pixel lines every 12 pixels, covering every sector), with its {0, 1} vessel mask."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((h, w), np.uint8)
+    for i, c in enumerate(range(4, min(h, w), 12)):
+        width = 3 if i % 2 else 6
+        mask[:, c:c + width] = 1
+        mask[c:c + width, :] = 1
+    image = rng.integers(40, 121, (h, w)).astype(np.uint8)
+    image[mask == 1] = rng.integers(190, 256, int(mask.sum())).astype(np.uint8)
+    return image, mask

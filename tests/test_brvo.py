@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import vessel_grid
 
 from voxhelpers.data.brvo import (
     DEFAULT_SEVERITY,
@@ -27,17 +28,8 @@ H = W = 96
 
 
 def _grid(seed=0, h=H, w=W):
-    """A synthetic en-face 'OCTA': noisy capillary background (40–120) and a grid of bright vessels (3 and 6 px wide
-    lines every 12 px) that covers every sector, with the matching {0, 1} mask."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((h, w), np.uint8)
-    for i, c in enumerate(range(4, min(h, w), 12)):
-        width = 3 if i % 2 else 6
-        mask[:, c:c + width] = 1
-        mask[c:c + width, :] = 1
-    image = rng.integers(40, 121, (h, w)).astype(np.uint8)
-    image[mask == 1] = rng.integers(190, 256, int(mask.sum())).astype(np.uint8)
-    return image, mask
+    """conftest.vessel_grid at this module's default size."""
+    return vessel_grid(seed, h, w)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import vessel_grid
 from torch import nn
 
 from voxhelpers.config.crgan import crgan_config
@@ -204,15 +205,8 @@ def test_segmenter_refuses_threshold_outside_open_unit_interval(threshold):
 # joined_pipeline
 # --------------------------------------------------------------------------------------------------
 def _grid(seed, h=64, w=64):
-    """A synthetic en-face image: noisy background 40–120, bright vessel grid (190–255) with its {0, 1} mask."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((h, w), np.uint8)
-    for i, c in enumerate(range(4, min(h, w), 12)):
-        width = 3 if i % 2 else 6
-        mask[:, c:c + width] = 1
-        mask[c:c + width, :] = 1
-    image = rng.integers(40, 121, (h, w)).astype(np.uint8)
-    image[mask == 1] = rng.integers(190, 256, int(mask.sum())).astype(np.uint8)
+    """conftest.vessel_grid as a sample: image (1, H, W), mask, name."""
+    image, mask = vessel_grid(seed, h, w)
     return SimpleNamespace(name=f"g{seed}", image=image[None], mask=mask)
 
 

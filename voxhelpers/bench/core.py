@@ -31,7 +31,8 @@ from .timing import (
     time_counted_ops,
 )
 
-__all__ = ["CASES", "DEFAULT_OUT", "BenchCase", "BenchOptions", "main", "register_case", "run_benchmarks", "run_case"]
+__all__ = ["CASES", "DEFAULT_OUT", "BenchCase", "BenchOptions", "main", "port_and_ours", "ratio_rows", "register_case",
+           "run_benchmarks", "run_case"]
 
 #: The command line's description (the first line of :mod:`voxhelpers.bench`'s docstring).
 _DESCRIPTION = "Benchmarks: training and inference throughput as a fraction of this machine's measured GEMM peak."
@@ -108,6 +109,32 @@ def register_case(name: str) -> Callable:
 
 
 _FORMATS = {"channels_last_3d": torch.channels_last_3d, "contiguous": torch.contiguous_format}
+
+
+def ratio_rows(reference: str) -> tuple[Callable[[float], str], Callable[[float], str]]:
+    """derive functions for a reference row and the row compared with it: ``ours / <reference> time``."""
+    medians: dict[str, float] = {}
+
+    def remember(seconds: float) -> str:
+        medians["ref"] = seconds
+        return "reference row"
+
+    def ratio(seconds: float) -> str:
+        ref = medians.get("ref")
+        if not ref:
+            return f"ours / {reference}: the {reference} row was not run"
+        return f"ours / {reference} time = {seconds / ref:.3f} (ours {ref / seconds:.2f}× as fast)"
+
+    return remember, ratio
+
+
+def port_and_ours(name: str, setup_port: Callable, setup_ours: Callable, batch: int, port_notes: str,
+                  ours_notes: str) -> list[BenchCase]:
+    """A training step's two rows in one run: a plain port (the reference) and ours, the second's notes giving
+    ours / port time (:func:`ratio_rows`)."""
+    remember, ratio = ratio_rows("port")
+    return [BenchCase(name, setup_port, batch, batch, "plain port", notes=port_notes, derive=remember),
+            BenchCase(name, setup_ours, batch, batch, "ours", notes=ours_notes, derive=ratio)]
 
 
 def _random_grids(shape: tuple[int, ...], seed: int, density: float = 0.15) -> torch.Tensor:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .core import BenchCase, BenchOptions, register_case
+from .core import BenchCase, BenchOptions, port_and_ours, ratio_rows, register_case
 
 __all__ = ["INFERENCE_BATCH", "pix2pix_port_step", "synthetic_retina_batch"]
 
@@ -102,23 +102,6 @@ def port_models(cfg, device) -> tuple[nn.Module, nn.Module, torch.optim.Optimize
     return G, D, opt_g, opt_d
 
 
-def _ratio_rows(reference: str) -> tuple[Callable[[float], str], Callable[[float], str]]:
-    """derive functions for a reference row and the row compared with it: ``ours / <reference> time``."""
-    medians: dict[str, float] = {}
-
-    def remember(seconds: float) -> str:
-        medians["ref"] = seconds
-        return "reference row"
-
-    def ratio(seconds: float) -> str:
-        ref = medians.get("ref")
-        if not ref:
-            return f"ours / {reference}: the {reference} row was not run"
-        return f"ours / {reference} time = {seconds / ref:.3f} (ours {ref / seconds:.2f}× as fast)"
-
-    return remember, ratio
-
-
 @register_case("pix2pix_step_256")
 def _pix2pix_step(opts: BenchOptions) -> list[BenchCase]:
     """One Pix2Pix training step at the ``cpu`` profile's sizes (``smoke`` with ``quick``): the plain port, then
@@ -149,15 +132,12 @@ def _pix2pix_step(opts: BenchOptions) -> list[BenchCase]:
     common = (f"{profile} profile: {cfg.batch_size} one-channel {cfg.size}² images, G widths "
               f"{'-'.join(map(str, cfg.channels))}, PatchGAN {cfg.d_channels}; G = BCE + {cfg.l1_weight:g}·L1 + "
               f"{cfg.mse_weight:g}·MSE, D = ½(real + fake), Adam; fp32")
-    remember, ratio = _ratio_rows("port")
-    return [
-        BenchCase("pix2pix_step_256", setup_port, cfg.batch_size, cfg.batch_size, "plain port",
-                  notes=f"the seed's step in plain PyTorch (Sigmoid + nn.BCELoss, D not frozen in the G step, no "
-                        f"field of view, no augmentation); {common}", derive=remember),
-        BenchCase("pix2pix_step_256", setup_ours, cfg.batch_size, cfg.batch_size, "ours",
-                  notes=f"voxhelpers.systems.pix2pix.step (logits + stable BCE, D frozen in the G step, field-of-view "
-                        f"masking, flips + rotation up to {cfg.rotate:g}°); {common}", derive=ratio),
-    ]
+    return port_and_ours(
+        "pix2pix_step_256", setup_port, setup_ours, cfg.batch_size,
+        f"the seed's step in plain PyTorch (Sigmoid + nn.BCELoss, D not frozen in the G step, no field of view, no "
+        f"augmentation); {common}",
+        f"voxhelpers.systems.pix2pix.step (logits + stable BCE, D frozen in the G step, field-of-view masking, flips + "
+        f"rotation up to {cfg.rotate:g}°); {common}")
 
 
 @register_case("pix2pix_inference")
@@ -169,7 +149,7 @@ def _pix2pix_inference(opts: BenchOptions) -> list[BenchCase]:
 
     profile = _profile(opts)
     rows = []
-    remember, ratio = _ratio_rows("MONAI")
+    remember, ratio = ratio_rows("MONAI")
     for network, derive in (("monai_unet", remember), ("pix2pix", ratio)):
         cfg = pix2pix_config(profile, network=network)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .core import BenchCase, BenchOptions, register_case
+from .core import BenchCase, BenchOptions, port_and_ours, register_case
 
 
 def _chest(quick: bool) -> tuple[torch.Tensor, tuple[float, float, float], str]:
@@ -145,7 +145,6 @@ def _xray_ct_step(opts: BenchOptions) -> list[BenchCase]:
 
     cfg = xray_ct_config("smoke" if opts.quick else "cpu")
     system = get_system("xray_ct")
-    medians: dict[str, float] = {}
 
     def cts() -> torch.Tensor:
         ct = torch.rand(cfg.batch_size, 1, cfg.size, cfg.size, cfg.size, generator=torch.Generator().manual_seed(1))
@@ -168,25 +167,14 @@ def _xray_ct_step(opts: BenchOptions) -> list[BenchCase]:
         batch = {"ct": cts()}
         return lambda: system.step(models, optimizers, batch, cfg, state)
 
-    def remember(seconds: float) -> str:
-        medians["port"] = seconds
-        return "reference row"
-
-    def ratio(seconds: float) -> str:
-        ref = medians.get("port")
-        if not ref:
-            return "ours / port: the port row was not run"
-        return f"ours / port time = {seconds / ref:.3f} (ours {ref / seconds:.2f}× as fast)"
 
     profile = "smoke" if opts.quick else "cpu"
     common = (f"the {profile} profile: {cfg.size}³ CTs, batch {cfg.batch_size}, X-rays rendered ({cfg.beam} beam), "
               f"PatchGAN step + generator step ({cfg.gan_loss.upper() if cfg.gan_loss == 'lsgan' else 'BCE'} + "
               f"{cfg.voxel_loss.upper()} + projection L1); fp32, NCDHW")
-    return [
-        BenchCase("xray_ct_step", setup_port, cfg.batch_size, cfg.batch_size, "plain port",
-                  notes=f"a plain port (the same networks; G run once, nn losses, sum projections, D not frozen in "
-                        f"the G step, no flip); {common}", derive=remember),
-        BenchCase("xray_ct_step", setup, cfg.batch_size, cfg.batch_size, "ours",
-                  notes=f"voxhelpers.systems.xray_ct.step (G run once for both steps, D frozen in the G step, "
-                        f"random left-right flip); {common}", derive=ratio),
-    ]
+    return port_and_ours(
+        "xray_ct_step", setup_port, setup, cfg.batch_size,
+        f"a plain port (the same networks; G run once, nn losses, sum projections, D not frozen in the G step, no "
+        f"flip); {common}",
+        f"voxhelpers.systems.xray_ct.step (G run once for both steps, D frozen in the G step, random left-right "
+        f"flip); {common}")

@@ -25,6 +25,15 @@ def _picture(image) -> np.ndarray:
     return a
 
 
+def _title_and_label(fig, title: str, label: str, height: float) -> None:
+    """A figure's title and, under it, an italic caption (the SIMULATED label), placed for a figure ``height`` inches
+    tall."""
+    if title:
+        fig.suptitle(title, y=1 - 0.08 / height)
+    if label:
+        fig.text(0.5, 1 - (0.4 if title else 0.1) / height, label, ha="center", va="top", fontsize=8, style="italic")
+
+
 def vessel_figure(images: Sequence, truths: Sequence, probs: Sequence, names: Sequence[str] | None = None,
                   title: str = "") -> Figure:
     """One row per image: the image, its true vessel mask and the predicted vessel probability.
@@ -115,10 +124,7 @@ def sequence_figure(truths, generated, stage_names: Sequence[str] | None = None,
                     ax.set_title(str(stage_names[s]), fontsize=9)
             who = f"{names[i]}\n{kind}" if names is not None else kind
             axes[2 * i + r][0].set_ylabel(who, fontsize=8)
-    if title:
-        fig.suptitle(title, y=1 - 0.08 / height)
-    if label:
-        fig.text(0.5, 1 - (0.4 if title else 0.1) / height, label, ha="center", va="top", fontsize=8, style="italic")
+    _title_and_label(fig, title, label, height)
     fig.subplots_adjust(left=0.08, right=0.99, top=1 - head / height, bottom=0.01, wspace=0.03, hspace=0.05)
     return fig
 
@@ -157,10 +163,7 @@ def joined_figure(result, index: int = 0, draw: int = 0, title: str = "", label:
             if r == 0:
                 ax.set_title(str(result.stage_names[s]), fontsize=9)
         axes[r][0].set_ylabel(kind, fontsize=8)
-    if title:
-        fig.suptitle(title, y=1 - 0.08 / height)
-    if label:
-        fig.text(0.5, 1 - (0.4 if title else 0.1) / height, label, ha="center", va="top", fontsize=8, style="italic")
+    _title_and_label(fig, title, label, height)
     fig.subplots_adjust(left=0.08, right=0.99, top=1 - head / height, bottom=0.03, wspace=0.03, hspace=0.25)
     return fig
 

@@ -234,7 +234,7 @@ def _model_title(card: Mapping) -> str:
         return "CRGAN generator (EMA), unknown patient"
     if system == "pix2pix":
         net = "Pix2Pix U-Net" if cfg.network == "pix2pix" else "MONAI UNet"
-        return f"{net} + PatchGAN" if cfg.adv_weight > 0 else f"{net}, no GAN"
+        return (f"{net} + PatchGAN" if cfg.adv_weight > 0 else f"{net}, no GAN") + f", {cfg.size}²"
 
     if system == "xray_ct":
         return "X-ray → CT generator (GAN)" if cfg.adv_weight > 0 else "X-ray → CT generator, no GAN (ablation)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def retina_quick_metrics(model, card: Mapping, n: int | None = None, roots=None)
     test = resize_dataset(load_brvo_octa500("test", n, cfg.n_stages, seed=cfg.seed + 1, roots=roots),
                           cfg.image_size)
     metrics = details(model, cfg, Splits(None, {"test": test}), train=False)[0]
-    return {k: v for k, v in metrics.items() if "_s" not in k}
+    return {k: v for k, v in metrics.items() if not re.search(r"_s\d+$", k)}  # the per-stage keys stay in the card
 
 
 def _finite(value) -> bool:
