@@ -73,11 +73,16 @@ def test_pix2pix_port_computes_our_losses():
 
 def _same_weights(ours: torch.nn.Module, port: torch.nn.Module, lr: float) -> None:
     """The convolution weights after the steps agree to a fraction of a step (Adam moves each weight by about ±lr a
-    step). Biases are left out: a convolution's bias before a batch norm has a zero gradient up to rounding, which
-    Adam scales to ±lr whatever its sign, so there the two differ by rounding alone."""
+    step) — all but a few: where a weight's true gradient is near zero (a convolution before a normalisation), Adam
+    scales rounding (which differs with the thread count's summation order) to ±lr whatever its sign. So at least 99 %
+    of each layer's weights agree to lr / 4, and none differs by more than the 4 · lr two Adam steps can move two
+    copies apart (about lr each a step, in opposite directions).
+    Biases are left out (before a normalisation their gradient is rounding alone)."""
     for (name, a), b in zip(ours.named_parameters(), port.parameters(), strict=True):
         if a.ndim > 1:
-            torch.testing.assert_close(a, b, rtol=0, atol=lr / 4, msg=name)
+            diff = (a - b).detach().abs()
+            assert float((diff <= lr / 4).float().mean()) >= 0.99, (name, float((diff > lr / 4).float().mean()))
+            assert float(diff.max()) <= 4 * lr * 1.01, (name, float(diff.max()))
 
 
 @pytest.mark.parametrize("overrides", [{}, {"gan_loss": "vanilla", "voxel_loss": "l1"}])
