@@ -82,12 +82,12 @@ SIMULATED_LABEL = "simulated BRVO progression (built from a real OCTA-500 image;
 # one image
 # --------------------------------------------------------------------------------------------------
 def vessel_density(mask, region=None) -> float:
-    """Vessel density: the fraction of vessel pixels of a binary mask, over ``region`` (bool (H, W)) or the frame."""
+    """Vessel density: the fraction of vessel pixels of a binary mask, over ``region`` (bool (H, W)) or the frame
+    (NaN for an empty region; :func:`voxhelpers.metrics.sequences.sector_density` for stacks of masks)."""
+    from ..metrics.sequences import sector_density
+
     m = np.asarray(mask).astype(bool)
-    if region is None:
-        return float(m.mean())
-    region = np.asarray(region, dtype=bool)
-    return float(m[region].mean()) if region.any() else float("nan")
+    return float(m.mean()) if region is None else float(sector_density(m, region))
 
 
 @dataclass

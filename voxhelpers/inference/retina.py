@@ -1,9 +1,12 @@
 """System 4's joined pipeline (the seed's stated future work): the CRGAN draws a patient's BRVO progression, the
 Pix2Pix U-Net labels every drawn image, and vessel density per stage is read off the masks.
 
+- :func:`eval_noise`, :func:`generate`: the CRGAN's sequences from fixed noise, as images in [0, 1] (its evaluation
+  and the pipeline draw the same ones);
 - :func:`pix2pix_segmenter`: a trained Pix2Pix (or no-GAN / MONAI) generator as a function images → vessel masks,
   at any image size (bilinear to the model's size and back);
-- :func:`sector_density`: vessel density (the fraction of vessel pixels) inside each sequence's occluded sector;
+- :func:`sector_density` (from :mod:`voxhelpers.metrics.sequences`): vessel density (the fraction of vessel pixels)
+  inside each sequence's occluded sector;
 - :func:`joined_pipeline`: generated sequences, their masks, and the density per stage beside the same segmenter's
   reading of the true (SIMULATED) images and the simulator's own density.
 
@@ -19,6 +22,44 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..metrics.sequences import masks_of, sector_density
+
+
+def eval_noise(cfg, n: int, draws: int | None = None) -> torch.Tensor:
+    """The CRGAN's fixed evaluation noise (n, draws, z_dim) for its config ``cfg`` (``z_dim``, ``eval_draws``,
+    ``seed``): seed ``seed + 1``, the same every epoch and every call."""
+    draws = draws or cfg.eval_draws
+    return torch.randn(n, draws, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
+
+
+def generate(model, patient, n_stages: int, z: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Sequences of a generator in eval mode, as images in [0, 1].
+
+    Args:
+        model: a :class:`voxhelpers.nets.CRGANGenerator`.
+        patient: (N,) integer ids (the unknown patient's row for held-out sequences).
+        n_stages: T; every sequence is generated for stages 0 … T − 1.
+        z: (N, K, z_dim): K noise draws per sequence.
+
+    Returns:
+        (N, K, T, S, S) float32 in [0, 1] ((output + 1) / 2).
+    """
+    device = next(model.parameters()).device
+    n, k = z.shape[:2]
+    patient = torch.as_tensor(np.asarray(patient), dtype=torch.long).repeat_interleave(k)  # (N·K,)
+    zz = z.reshape(n * k, -1)
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, n * k, batch_size):
+            p = patient[i:i + batch_size]
+            stages = torch.arange(n_stages).repeat(len(p), 1)  # (b, T)
+            x = model(zz[i:i + batch_size].to(device), p.to(device), stages.to(device))  # (b, T, 1, S, S)
+            out.append(((x[:, :, 0] + 1) / 2).clamp(0, 1).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).reshape(n, k, n_stages, *out[0].shape[-2:]).numpy()
 
 
 def pix2pix_segmenter(model, threshold: float = 0.5, size: int | None = None, batch_size: int = 16,
@@ -66,23 +107,6 @@ def pix2pix_segmenter(model, threshold: float = 0.5, size: int | None = None, ba
         return np.concatenate(out)
 
     return segment
-
-
-def sector_density(masks: np.ndarray, sector: np.ndarray) -> np.ndarray:
-    """Vessel density inside a sector: Σ mask·sector / Σ sector over the last two axes.
-
-    Args:
-        masks: (..., H, W) bool or {0, 1}.
-        sector: (H, W) or broadcastable to ``masks``, bool; an empty sector gives NaN.
-
-    Returns:
-        The density, ``masks.shape[:-2]``, float64 in [0, 1].
-    """
-    m = np.asarray(masks, dtype=np.float64)
-    s = np.broadcast_to(np.asarray(sector, dtype=bool), m.shape)
-    area = s.sum(axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(area > 0, (m * s).sum(axis=(-2, -1)) / np.maximum(area, 1), np.nan)
 
 
 @dataclass
@@ -146,8 +170,6 @@ def joined_pipeline(crgan, segment: Callable[[np.ndarray], np.ndarray], sequence
     Returns:
         A :class:`JoinedResult`.
     """
-    from ..systems.crgan import eval_noise, generate
-
     images = np.asarray(sequences.images)
     size = cfg.image_size
     if images.ndim != 5 or images.shape[2:] != (1, size, size):
@@ -163,11 +185,7 @@ def joined_pipeline(crgan, segment: Callable[[np.ndarray], np.ndarray], sequence
                          f"{sector.shape}")
     patient = np.full(n, cfg.unknown_patient) if patient is None else np.asarray(patient)
     generated = generate(crgan, patient, cfg.n_stages, eval_noise(cfg, n, draws))  # (N, K, T, S, S)
-    gen_masks, true_masks = (np.asarray(segment(a.reshape(-1, size, size))) for a in (generated, truth))
-    if gen_masks.shape != (generated[..., 0, 0].size, size, size) or true_masks.shape != (n * t, size, size):
-        raise ValueError(f"the segmenter must return one ({size}, {size}) mask per image, got {gen_masks.shape} for "
-                         f"{generated[..., 0, 0].size} images")
-    gen_masks, true_masks = gen_masks.reshape(generated.shape), true_masks.reshape(truth.shape)
+    gen_masks, true_masks = masks_of(segment, generated), masks_of(segment, truth)
     simulated = getattr(sequences, "density", None)
     return JoinedResult(
         generated=generated, generated_masks=gen_masks, truth=truth, truth_masks=true_masks,
@@ -178,4 +196,4 @@ def joined_pipeline(crgan, segment: Callable[[np.ndarray], np.ndarray], sequence
         stage_names=tuple(getattr(sequences, "stage_names", [f"stage {s}" for s in range(t)])))
 
 
-__all__ = ["JoinedResult", "joined_pipeline", "pix2pix_segmenter", "sector_density"]
+__all__ = ["JoinedResult", "eval_noise", "generate", "joined_pipeline", "pix2pix_segmenter", "sector_density"]

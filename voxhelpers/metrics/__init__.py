@@ -10,6 +10,9 @@
   with the empty and not-labelled cases defined; the per-organ table); imported as a submodule (it needs scipy).
 - :mod:`~voxhelpers.metrics.volumes`: intensity volumes against volumes (MAE in HU, PSNR 3-D and slice-averaged,
   SSIM over the three axes with its data range given, cosine similarity; the methods table) — X-ray → CT.
+- :mod:`~voxhelpers.metrics.vessels` and :mod:`~voxhelpers.metrics.sequences`: vessel masks (Dice, clDice, AUC
+  inside the field of view) and stage sequences (SSIM / MSE per stage, vessel density in a sector) — system 4;
+  imported as submodules.
 
 Shared input checks live in :mod:`~voxhelpers.metrics._common`; :func:`binarize` is the public one. Every public
 name is re-exported here, so ``voxhelpers.metrics.iou`` and ``from voxhelpers.metrics import iou`` both work.

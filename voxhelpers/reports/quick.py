@@ -23,6 +23,7 @@ from .ct import (
 from .iwgan import IWGAN_ONE_NNA_TARGET, iwgan_meets_target, vae_iwgan_meets_target
 from .retina import (
     RETINA_SYSTEMS,
+    is_retina_data,
     retina_data_here,
     retina_data_title,
     retina_eval_images,
@@ -99,7 +100,7 @@ def data_title(data: str) -> str:
 
     if data.partition(":")[0] in CT_SOURCES:
         return ct_data_title(data)
-    if data in ("octa500", "drive", "brvo:octa500") or data.startswith("folder:"):
+    if is_retina_data(data):
         return retina_data_title(data)
     source, name = parse_data(data)
     if source == "synthevox3d":

@@ -17,7 +17,7 @@ import pandas as pd
 
 __all__ = [
     "CRGAN_SSIM_TARGET", "PIX2PIX_PEERS", "PIX2PIX_TABLE_METRICS", "PIX2PIX_TARGETS", "RETINA_SYSTEMS",
-    "add_peer_metrics", "pix2pix_comparison", "retina_cards", "retina_data_here", "retina_data_title",
+    "add_peer_metrics", "is_retina_data", "pix2pix_comparison", "retina_cards", "retina_data_here", "retina_data_title",
     "retina_eval_images", "retina_quick_metrics", "retina_source", "retina_target",
 ]
 
@@ -47,6 +47,11 @@ def retina_cards(folder: str | Path) -> dict[tuple[str, str], dict]:
             key = path.relative_to(folder).with_suffix("").as_posix()
             cards[(card["system"], key)] = {**card, "path": str(path)}
     return cards
+
+
+def is_retina_data(data: str) -> bool:
+    """Whether a data string is system 4's: ``octa500``, ``drive``, ``brvo:octa500`` or ``folder:<images>:<masks>``."""
+    return data in _TITLES or data.startswith("folder:")
 
 
 def retina_data_title(data: str) -> str:
@@ -113,19 +118,17 @@ def retina_quick_metrics(model, card: Mapping, n: int | None = None, roots=None)
     cfg = card_config(card)
     if card["system"] == "pix2pix":
         from ..metrics.vessels import vessel_metrics
-        from ..systems.pix2pix import _truths, predict
+        from ..systems.pix2pix import masks_and_fovs, predict
 
         test = get_system("pix2pix").data(cfg, roots).held_out["test"][:n]
-        truths, fovs = _truths(test)
+        truths, fovs = masks_and_fovs(test)
         m = vessel_metrics(predict(model, test, cfg), truths, fovs, card["metrics"]["threshold"])
         return {k: float(v) for k, v in m.items()}
     if card["system"] != "crgan":
         raise ValueError(f"not a retina system: {card['system']!r}; expected one of {RETINA_SYSTEMS}")
-    from ..data.brvo import load_brvo_octa500
-    from ..systems.crgan import details, resize_dataset
+    from ..systems.crgan import details, held_out
 
-    test = resize_dataset(load_brvo_octa500("test", n, cfg.n_stages, seed=cfg.seed + 1, roots=roots),
-                          cfg.image_size)
+    test = held_out(cfg, n, roots)
     metrics = details(model, cfg, Splits(None, {"test": test}), train=False)[0]
     return {k: v for k, v in metrics.items() if not re.search(r"_s\d+$", k)}  # the per-stage keys stay in the card
 

@@ -46,7 +46,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config.crgan import CRGANConfig
+from ..inference.retina import eval_noise, generate
 from ..losses import gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from ..metrics.sequences import sequence_scores
 from .base import Splits, System, frozen, generator_stepped
 
 #: training sequences the ``train_*`` metrics are measured on (the first ones)
@@ -81,16 +83,24 @@ def resize_dataset(seqs, size: int):
                                sector=sector)
 
 
+def held_out(cfg: CRGANConfig, n: int | None = None, roots=None):
+    """The first ``n`` (None: all 10) held-out SIMULATED sequences — OCTA-500's test images, simulation seed
+    ``seed + 1`` — at ``image_size``²: what :func:`data` holds out, for the quick evaluation and the joined pipeline."""
+    from ..data.brvo import load_brvo_octa500
+
+    return resize_dataset(load_brvo_octa500("test", n, cfg.n_stages, seed=cfg.seed + 1, roots=roots), cfg.image_size)
+
+
 def data(cfg: CRGANConfig, roots=None) -> Splits:
     """Simulated training sequences and the held-out ``test`` sequences (other source images), at ``image_size``²."""
     from ..data.brvo import load_brvo_octa500
 
     train = load_brvo_octa500("train", cfg.max_images, cfg.n_stages, seed=cfg.seed, roots=roots)
-    test = load_brvo_octa500("test", None, cfg.n_stages, seed=cfg.seed + 1, roots=roots)
+    test = held_out(cfg, roots=roots)
     if len(train) > cfg.n_patients - 1:
         raise ValueError(f"{len(train)} training sequences need n_patients >= {len(train) + 1} (one row each and the "
                          f"unknown patient), got {cfg.n_patients}")
-    train, test = resize_dataset(train, cfg.image_size), resize_dataset(test, cfg.image_size)
+    train = resize_dataset(train, cfg.image_size)
     return Splits(train, {"test": test},
                   f"SIMULATED BRVO sequences ({cfg.n_stages} stages) from the real OCTA-500 3 mm images: "
                   f"{len(train)} train (OCTA-500 train split, seed {cfg.seed}) / {len(test)} held-out sequences (its "
@@ -243,88 +253,10 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: CRGANConfig, state) -
 # --------------------------------------------------------------------------------------------------
 # generation and evaluation
 # --------------------------------------------------------------------------------------------------
-def eval_noise(cfg: CRGANConfig, n: int, draws: int | None = None) -> torch.Tensor:
-    """The fixed evaluation noise (n, draws, z_dim), seed ``seed + 1`` (the same every epoch and every call)."""
-    draws = draws or cfg.eval_draws
-    return torch.randn(n, draws, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
-
-
-def generate(model, patient, n_stages: int, z: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Sequences of a generator in eval mode, as images in [0, 1].
-
-    Args:
-        model: a :class:`voxhelpers.nets.CRGANGenerator`.
-        patient: (N,) integer ids (the unknown patient's row for held-out sequences).
-        n_stages: T; every sequence is generated for stages 0 … T − 1.
-        z: (N, K, z_dim): K noise draws per sequence.
-
-    Returns:
-        (N, K, T, S, S) float32 in [0, 1] ((output + 1) / 2).
-    """
-    device = next(model.parameters()).device
-    n, k = z.shape[:2]
-    patient = torch.as_tensor(np.asarray(patient), dtype=torch.long).repeat_interleave(k)  # (N·K,)
-    zz = z.reshape(n * k, -1)
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, n * k, batch_size):
-            p = patient[i:i + batch_size]
-            stages = torch.arange(n_stages).repeat(len(p), 1)  # (b, T)
-            x = model(zz[i:i + batch_size].to(device), p.to(device), stages.to(device))  # (b, T, 1, S, S)
-            out.append(((x[:, :, 0] + 1) / 2).clamp(0, 1).float().cpu())
-    model.train(was_training)
-    return torch.cat(out).reshape(n, k, n_stages, *out[0].shape[-2:]).numpy()
-
-
-def sequence_scores(generated: np.ndarray, truth: np.ndarray, sector: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Per-(sequence, draw, stage) SSIM, MSE and sector-intensity error of generated vs true sequences.
-
-    Args:
-        generated: (N, K, T, S, S) in [0, 1].
-        truth: (N, T, S, S) in [0, 1], the same sequences' true images for the same stages.
-        sector: (N, S, S) bool, each sequence's occluded sector, or None (no ``sector_error``).
-
-    Returns:
-        ``ssim`` (data_range 1, 7 × 7 window), ``mse`` and, with sectors, ``sector_error`` (|mean over the sector,
-        generated − true|), each (N, K, T).
-    """
-    from skimage.metrics import structural_similarity
-
-    n, k, t = generated.shape[:3]
-    if truth.shape != (n, t, *generated.shape[3:]):
-        raise ValueError(f"truth must be (N, T, S, S) = {(n, t, *generated.shape[3:])}, got {truth.shape}")
-    ssim = np.empty((n, k, t))
-    for i in range(n):
-        for j in range(k):
-            for s in range(t):
-                ssim[i, j, s] = structural_similarity(generated[i, j, s].astype(np.float64),
-                                                      truth[i, s].astype(np.float64), data_range=1.0)
-    out = {"ssim": ssim, "mse": ((generated - truth[:, None]) ** 2).mean(axis=(-2, -1))}
-    if sector is not None:
-        sec = np.asarray(sector, bool)[:, None, None]  # (N, 1, 1, S, S)
-        area = np.maximum(sec.sum(axis=(-2, -1)), 1)
-        mean_gen = (generated * sec).sum(axis=(-2, -1)) / area
-        mean_true = (truth[:, None] * sec).sum(axis=(-2, -1)) / area
-        out["sector_error"] = np.abs(mean_gen - mean_true)
-    return out
-
-
 def _scores(model, cfg: CRGANConfig, seqs, patient, segmenter=None) -> dict[str, np.ndarray]:
     truth = np.asarray(seqs.images)[:, :, 0].astype(np.float32) / 255  # (N, T, S, S)
     generated = generate(model, patient, cfg.n_stages, eval_noise(cfg, len(truth)))
-    sector = getattr(seqs, "sector", None)
-    out = sequence_scores(generated, truth, sector)
-    if segmenter is not None and sector is not None:
-        from ..inference.retina import sector_density
-
-        sec = np.asarray(sector, bool)
-        gen = sector_density(segmenter(generated.reshape(-1, *truth.shape[-2:])).reshape(generated.shape),
-                             sec[:, None, None])  # (N, K, T)
-        true = sector_density(segmenter(truth.reshape(-1, *truth.shape[-2:])).reshape(truth.shape), sec[:, None])
-        out["density_error"] = np.abs(gen - true[:, None])
-    return out
+    return sequence_scores(generated, truth, getattr(seqs, "sector", None), segmenter)
 
 
 def _count(seqs) -> int:
@@ -357,13 +289,7 @@ def baselines(cfg: CRGANConfig, splits: Splits, segmenter=None) -> dict[str, flo
     sector = np.asarray(held.sector, bool)
     out = {}
     for name, guess in candidates.items():  # guess (N, 1, T, S, S), as generated sequences with one draw
-        scores = sequence_scores(np.ascontiguousarray(guess), truth, sector)
-        if segmenter is not None:
-            from ..inference.retina import sector_density
-
-            flat = lambda a: segmenter(a.reshape(-1, *truth.shape[-2:])).reshape(a.shape)  # noqa: E731
-            scores["density_error"] = np.abs(sector_density(flat(np.ascontiguousarray(guess)), sector[:, None, None])
-                                             - sector_density(flat(truth), sector[:, None])[:, None])
+        scores = sequence_scores(np.ascontiguousarray(guess), truth, sector, segmenter)
         out.update({f"{name}_{k}": float(v.mean()) for k, v in scores.items()})
     return out
 

@@ -272,7 +272,7 @@ def predict(model, samples, cfg: Pix2PixConfig, device=None, batch_size: int = 8
     return np.concatenate(out)
 
 
-def _truths(samples) -> tuple[list, list | None]:
+def masks_and_fovs(samples) -> tuple[list, list | None]:
     """(masks, fields of view or None when no sample has one)."""
     fovs = None
     if any(s.fov is not None for s in samples):
@@ -286,8 +286,8 @@ def details(model, cfg: Pix2PixConfig, splits: Splits, device=None):
     from ..metrics.vessels import choose_vessel_threshold, vessel_metrics, vessel_metrics_per_image
 
     val, test = splits.held_out["validation"], splits.held_out["test"]
-    threshold, scores = choose_vessel_threshold(predict(model, val, cfg, device), *_truths(val))
-    probs, (truths, fovs) = predict(model, test, cfg, device), _truths(test)
+    threshold, scores = choose_vessel_threshold(predict(model, val, cfg, device), *masks_and_fovs(val))
+    probs, (truths, fovs) = predict(model, test, cfg, device), masks_and_fovs(test)
     metrics = {k: float(v) for k, v in vessel_metrics(probs, truths, fovs, threshold).items()}
     metrics.update({"validation_dice": scores[threshold], "n_validation": float(len(val))})
     table = vessel_metrics_per_image(probs, truths, fovs, threshold, names=[s.name for s in test])
@@ -325,11 +325,17 @@ def variant(cfg: Pix2PixConfig) -> str:
     return net + ("" if cfg.gan_loss == "vanilla" else f"_{cfg.gan_loss}")
 
 
+def run_name(cfg: Pix2PixConfig) -> str:
+    """The run folder: ``<source>_<size>[_crop<crop>][_<fit>]<variant>`` (``drive_512_crop256_fov_resize_no_gan``), so
+    runs of other fits, crops or variants never share a checkpoint."""
+    crop = f"_crop{cfg.crop}" if cfg.crop else ""
+    fit = "" if cfg.fit == "resize" else f"_{cfg.fit}"
+    return f"{cfg.data.partition(':')[0]}_{cfg.size}{crop}{fit}{variant(cfg)}"
+
+
 SYSTEM = System(
     name="pix2pix", title="Pix2Pix vessel masks", config=Pix2PixConfig, build=build, optimizers=optimizers,
     data=data, dataset=dataset, step=step, evaluate=evaluate, sheet_inputs=sheet_inputs, figure=figure,
-    weights_name=lambda cfg: f"generator{variant(cfg)}.safetensors",
-    run_name=lambda cfg: f"{cfg.data.partition(':')[0]}_{cfg.size}{f'_crop{cfg.crop}' if cfg.crop else ''}"
-                         f"{'' if cfg.fit == 'resize' else '_' + cfg.fit}{variant(cfg)}",
+    weights_name=lambda cfg: f"generator{variant(cfg)}.safetensors", run_name=run_name,
     shipped="G", shipped_role="generator", ema=None, weights_dtype="fp16", details=details,
 )
