@@ -24,7 +24,18 @@ def test_gemm_peak_positive_finite_and_max_of_the_two():
         assert math.isfinite(g) and g > 0
     assert peak.peak_gflops == max(peak.mm_gflops, peak.conv_gflops)
     assert peak.peak_for("fp32") == peak.peak_gflops
-    assert peak.peak_for("bf16") == peak.peak_gflops  # no bf16 figure on the CPU: falls back to fp32
+    from voxhelpers.systems.base import native_bf16
+
+    if native_bf16("cpu"):  # a CPU with AMX: the bf16 product is measured too
+        assert math.isfinite(peak.extra["bf16_mm"]) and peak.peak_for("bf16") == peak.extra["bf16_mm"] > 0
+    else:  # no bf16 figure: falls back to fp32
+        assert "bf16_mm" not in peak.extra and peak.peak_for("bf16") == peak.peak_gflops
+
+
+def test_gemm_peak_without_native_bf16_has_no_bf16_figure(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    peak = bench.measure_gemm_peak(n=64, repeats=1, device="cpu", warmup=0)
+    assert "bf16_mm" not in peak.extra and peak.peak_for("bf16") == peak.peak_gflops
 
 
 def test_gemm_operands_are_the_same_product():
@@ -214,3 +225,33 @@ def test_quick_cases_of_the_new_systems_run(name):
     assert rows and all(r.name == name for r in rows)
     for row in rows:
         row.setup()()
+
+
+def test_vnet_port_step_crops_one_window_per_volume_and_steps_on_monais_loss():
+    from monai.losses import DiceFocalLoss
+
+    from voxhelpers.bench.segmentation import vnet_port_step
+    from voxhelpers.nets.vnet import VNet
+
+    torch.manual_seed(0)
+    net = VNet(spatial_dims=3, in_channels=1, out_channels=3, width=0.125)
+    image = torch.rand(2, 1, 32, 32, 48)
+    labels = torch.randint(0, 3, (2, 32, 32, 48))
+    loss_fn, seen = DiceFocalLoss(softmax=True, to_onehot_y=True), []
+    net.register_forward_hook(lambda m, i, o: seen.append((i[0].detach().clone(), o.detach().clone())))
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = vnet_port_step(net, torch.optim.Adam(net.parameters(), 1e-3), image, labels, (16, 16, 32), loss_fn,
+                          torch.Generator().manual_seed(3))
+    x, out = seen[0]
+    assert x.shape == (2, 1, 16, 16, 32)
+    for b in range(2):  # each patch is one window of its own volume
+        hits = [(i, j, k) for i in range(17) for j in range(17) for k in range(17)
+                if torch.equal(image[b, :, i:i + 16, j:j + 16, k:k + 32], x[b])]
+        assert len(hits) == 1
+        i, j, k = hits[0]
+        if b == 0:
+            y0 = labels[0, i:i + 16, j:j + 16, k:k + 32]
+        else:
+            y1 = labels[1, i:i + 16, j:j + 16, k:k + 32]
+    assert loss == pytest.approx(float(loss_fn(out, torch.stack([y0, y1])[:, None])), rel=1e-6)
+    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters(), strict=True))

@@ -363,13 +363,29 @@ class _FakeSiddon(torch.nn.Module):
         return values.sum(-1) * ((tgt - src).norm(dim=-1) / 300).to(volume.dtype)
 
 
-def test_bench_diffdrr_row_with_a_stand_in_renderer(monkeypatch):
+class _FakeSiddon06(torch.nn.Module):
+    """diffdrr 0.6's interface (``forward(volume, source, target, img)``: rays in voxel indices, voxel i centred on i,
+    ``img`` (1, 1, N) the rays' lengths in mm): the same caster, in index units."""
+
+    def forward(self, volume, source, target, img):
+        t = (torch.arange(300, dtype=torch.float64) + 0.5) / 300
+        src, tgt = source.double(), target.double()
+        pts = src[..., None, :] + t[:, None] * (tgt - src)[..., None, :]
+        idx = torch.floor(pts + 0.5).long()
+        inside = ((idx >= 0) & (idx < torch.tensor(volume.shape))).all(-1)
+        idx = torch.where(inside[..., None], idx, torch.zeros_like(idx))
+        values = volume[idx[..., 0], idx[..., 1], idx[..., 2]] * inside
+        return (values.mean(-1) * img[:, 0].double()).to(volume.dtype)[:, None]
+
+
+@pytest.mark.parametrize("fake", [_FakeSiddon, _FakeSiddon06], ids=["spacing-interface", "diffdrr-0.6-interface"])
+def test_bench_diffdrr_row_with_a_stand_in_renderer(monkeypatch, fake):
     from voxhelpers.bench import BenchOptions
     from voxhelpers.bench.core import CASES
 
     package, renderers = types.ModuleType("diffdrr"), types.ModuleType("diffdrr.renderers")
     package.__spec__ = importlib.machinery.ModuleSpec("diffdrr", None)
-    renderers.Siddon, package.renderers = _FakeSiddon, renderers
+    renderers.Siddon, package.renderers = fake, renderers
     monkeypatch.setitem(sys.modules, "diffdrr", package)
     monkeypatch.setitem(sys.modules, "diffdrr.renderers", renderers)
     cases = CASES["drr_cone_128"](BenchOptions(torch.device("cpu"), quick=True))

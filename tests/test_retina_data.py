@@ -5,6 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from voxhelpers.config.paths import DatasetNotFoundError
@@ -400,3 +401,46 @@ def test_load_pair_checks_fov_size(tmp_path):
                      _save(tmp_path / "f.png", np.full((8, 9), 255, np.uint8)))
     with pytest.raises(ValueError, match="field-of-view mask f.png is 8×9"):
         load_pair(pair)
+
+
+def test_green_clahe_takes_the_green_channel_equalises_it_and_blanks_outside_the_fov():
+    from skimage.exposure import equalize_adapthist
+
+    from voxhelpers.data.retina_io import RetinaSample, enhance
+
+    rng = np.random.default_rng(0)
+    h = w = 64
+    image = np.zeros((3, h, w), np.uint8)
+    image[0] = 200  # a flat red channel: green must be the one taken
+    image[1] = (100 + 20 * rng.random((h, w))).astype(np.uint8)  # low contrast
+    image[2] = rng.integers(0, 255, (h, w), dtype=np.uint8)
+    fov = np.zeros((h, w), np.uint8)
+    fov[8:56, 8:56] = 1
+    sample = RetinaSample("x", image, np.zeros((h, w), np.uint8), fov)
+    out = enhance(sample, "green_clahe")
+    assert out.image.shape == (1, h, w) and out.image.dtype == np.uint8
+    expected = np.round(equalize_adapthist(image[1], clip_limit=0.01) * 255 * fov).astype(np.uint8)
+    np.testing.assert_array_equal(out.image[0], expected)
+    assert (out.image[0][fov == 0] == 0).all() and out.image[0][fov == 1].std() > 2 * image[1][fov == 1].std()
+    assert out.mask is sample.mask and out.fov is sample.fov
+    assert enhance(sample, "none") is sample
+    gray = RetinaSample("g", image[1:2], sample.mask)  # one channel, no field of view
+    np.testing.assert_array_equal(enhance(gray, "green_clahe").image[0],
+                                  np.round(equalize_adapthist(image[1], clip_limit=0.01) * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match="enhancement must be one of"):
+        enhance(sample, "clahe")
+
+
+def test_drive_with_green_clahe_feeds_one_channel_networks(data_root):
+    from voxhelpers.config.pix2pix import pix2pix_config
+    from voxhelpers.systems import get_system
+
+    cfg = pix2pix_config("smoke", data="drive", enhance="green_clahe", size=64, max_images=2)
+    assert cfg.in_channels == 3 and cfg.network_channels == 1
+    system = get_system("pix2pix")
+    splits = system.data(cfg)
+    assert all(s.image.shape == (1, 64, 64) for s in splits.train + splits.held_out["test"])
+    models = system.build(cfg, "cpu")
+    x = next(iter(torch.utils.data.DataLoader(system.dataset(cfg, splits.train), batch_size=2)))["image"]
+    assert x.shape == (2, 1, 64, 64) and models["G"](x).shape == (2, 1, 64, 64)
+    assert models["D"](x, models["G"](x)).ndim == 4

@@ -152,6 +152,68 @@ def test_no_gan_variant_has_no_critic_and_learns():
     assert rec.iloc[-3:].mean() < min(rec.iloc[:2].mean() / 3, variance), (rec.iloc[:2].mean(), variance)
 
 
+def test_rotate_volumes_matches_quarter_turns_and_scipy():
+    from scipy import ndimage
+
+    from voxhelpers.data.transforms import rotate_spatial, rotate_volumes
+
+    x = torch.rand(2, 1, 8, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for plane in ((0, 1), (0, 2), (1, 2)):
+        torch.testing.assert_close(rotate_volumes(x, torch.tensor([90.0, -90.0]), plane)[0],
+                                   rotate_spatial(x, 1, plane)[0])
+        torch.testing.assert_close(rotate_volumes(x, torch.tensor([90.0, -90.0]), plane)[1],
+                                   rotate_spatial(x, -1, plane)[1])
+    torch.testing.assert_close(rotate_volumes(x, torch.zeros(2)), x)
+    # a small angle: scipy's trilinear rotation about the centre, zeros outside (inside voxels only: the border
+    # conventions differ)
+    smooth = torch.from_numpy(ndimage.gaussian_filter(np.random.default_rng(1).random((16, 16, 16)), 2))[None, None]
+    ours = rotate_volumes(smooth, torch.tensor([7.0]), (0, 1))[0, 0].numpy()
+    ref = ndimage.rotate(smooth[0, 0].numpy(), 7.0, axes=(0, 1), reshape=False, order=1, mode="constant")
+    np.testing.assert_allclose(ours[4:12, 4:12], ref[4:12, 4:12], atol=1e-9)
+    with pytest.raises(ValueError, match="one angle per volume"):
+        rotate_volumes(x, torch.zeros(3))
+
+
+def test_rotation_and_intensity_augment_the_ct_and_its_xrays():
+    from voxhelpers.systems.xray_ct import augment_ct, augment_xrays
+
+    cubes = _cubes(2)
+    ct = torch.stack([torch.from_numpy(c.ct).float() for c in cubes])
+    g = torch.Generator().manual_seed(0)
+    views = (ct[:, :, 0], ct[:, :, 1])
+    assert augment_ct(ct, _cfg(), g) is ct and augment_xrays(*views, _cfg(), g) == views  # off: untouched
+    turned = augment_ct(ct, _cfg(rotate=10.0), torch.Generator().manual_seed(0))
+    assert turned.shape == ct.shape and not torch.equal(turned, ct)
+    # the S-I axis (spatial axis 2) is the rotation axis: every axial slice keeps its total roughly (air in at corners)
+    torch.testing.assert_close(turned.sum((1, 2, 3)), ct.sum((1, 2, 3)), rtol=0.05, atol=1.0)
+    pa, lateral = render_xrays(ct, _cfg())
+    pa2, lateral2 = augment_xrays(pa, lateral, _cfg(intensity=0.2), torch.Generator().manual_seed(1))
+    assert pa2.min() >= 0 and pa2.max() <= 1 and not torch.equal(pa2, pa) and not torch.equal(lateral2, lateral)
+    inside = (pa > 0.05) & (pa < 0.6)  # away from the clip: a line per sample, slope within 1 ± 0.2
+    for b in range(2):
+        slope = np.polyfit(pa[b][inside[b]].numpy(), pa2[b][inside[b]].numpy(), 1)[0]
+        assert 0.8 - 1e-4 <= slope <= 1.2 + 1e-4
+    with pytest.raises(ValueError, match="rotate in"):
+        _cfg(rotate=90.0)
+
+
+def test_bf16_step_runs_both_networks_in_bf16_with_fp32_losses_and_weights():
+    cfg, cubes = _cfg(precision="bf16"), _cubes(2)
+    system = get_system("xray_ct")
+    models = system.build(cfg, "cpu")
+    seen = {k: set() for k in models}  # the dtypes the convolutions computed in
+    for k, m in models.items():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.modules.conv._ConvNd):
+                mod.register_forward_hook(lambda mod, i, o, k=k: seen[k].add(o.dtype))
+    batch = {"ct": torch.stack([torch.from_numpy(c.ct).float() for c in cubes])}
+    state = type("State", (), {"generator": torch.Generator().manual_seed(0), "epoch": 0})()
+    out = system.step(models, system.optimizers(cfg, models), batch, cfg, state)
+    assert seen == {"G": {torch.bfloat16}, "D": {torch.bfloat16}}
+    assert all(np.isfinite(v) for v in out.values())
+    assert all(p.dtype == torch.float32 for m in models.values() for p in m.parameters())
+
+
 @pytest.mark.parametrize("flip_lr", [False, True])
 def test_prior_starts_the_generator_at_the_mean_training_ct(flip_lr):
     """init_models sets the prior to the logit of the training cubes' mean (mirrored and averaged when the training

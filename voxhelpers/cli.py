@@ -158,9 +158,14 @@ def export(system, cfg, model, folder: str | Path, profile: str, epochs: int, da
     shown = shown.relative_to(root) if shown.is_relative_to(root) else Path(folder)  # no machine paths in cards
     command = command_line(system.name, dataclasses.replace(cfg, epochs=epochs), profile,
                            f"--export {shown}" + (" --evaluate" if evaluate else ""))
+    extra = {}
+    if hasattr(cfg, "precision"):  # what "auto" meant where it trained: bf16 autocast or fp32
+        from .systems.base import resolve_precision
+
+        extra["precision"] = resolve_precision(device or "cpu", cfg.precision)
     path = save_pretrained(model, system.name, {**cfg.to_dict(), "epochs": epochs},
                            Path(folder) / system.weights_name(cfg), profile=profile, command=command, data=data,
-                           dtype=system.weights_dtype, epochs=epochs)
+                           dtype=system.weights_dtype, epochs=epochs, **extra)
     if evaluate:  # the card's metrics are those of the file a user loads (fp16 / int8), not of the fp32 model
         from .inference import load_pretrained
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from .core import BenchCase, BenchOptions, register_case
+from .core import BenchCase, BenchOptions, ratio_rows, register_case
 
 #: full size: a 128³ volume (an OpenKBP CT) through 64³ windows; quick: 32³ through 16³ (VNet needs multiples of 16)
 VOLUME, ROI, QUICK_VOLUME, QUICK_ROI = 128, 64, 32, 16
@@ -76,20 +76,66 @@ def _sliding_window_vnet(opts: BenchOptions) -> list[BenchCase]:
     ]
 
 
+def vnet_port_step(net: torch.nn.Module, opt: torch.optim.Optimizer, image: torch.Tensor, labels: torch.Tensor,
+                   patch: tuple[int, int, int], loss_fn, generator: torch.Generator) -> float:
+    """The VNet step as a user writes it from the seed and MONAI's tutorials: one patch per volume at a uniformly
+    random place, MONAI's ``DiceFocalLoss(softmax=True, to_onehot_y=True)`` (``loss_fn``), Adam — no organ-centred
+    patches, no left-right mirror, no class weights, no not-labelled mask."""
+    xs, ys = [], []
+    for b in range(image.shape[0]):
+        start = [int(torch.randint(0, n - p + 1, (1,), generator=generator)) for n, p in zip(image.shape[2:], patch,
+                                                                                          strict=True)]
+        window = tuple(slice(a, a + p) for a, p in zip(start, patch, strict=True))
+        xs.append(image[(b, slice(None), *window)])
+        ys.append(labels[(b, *window)])
+    x, y = torch.stack(xs), torch.stack(ys)[:, None]
+    loss = loss_fn(net(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 @register_case("vnet_step")
 def _vnet_step(opts: BenchOptions) -> list[BenchCase]:
-    """One training step of the ``cpu`` profile (2 patches of 64³, soft Dice + focal, Adam) for our VNet and the two
-    MONAI peers trained identically (smoke sizes with ``quick``): FLOPs counted, as a fraction of the GEMM peak."""
+    """One training step of the ``cpu`` profile (2 patches of 64³, soft Dice + focal, Adam): a plain port of our
+    VNet's step (:func:`vnet_port_step`), ours, and the two MONAI peers trained identically (smoke sizes with
+    ``quick``): FLOPs counted, as a fraction of the GEMM peak."""
     from ..config.vnet import vnet_config
     from ..systems import get_system
+    from ..systems.base import native_bf16
     from ..training.state import TrainState
 
     profile = "smoke" if opts.quick else "cpu"
     system = get_system("vnet")
-    rows = []
-    # quick: MONAI's VNet (45.6 M parameters) left out; it takes seconds even at 32³
-    for network in ("vnet", "monai_unet") if opts.quick else ("vnet", "monai_unet", "monai_vnet"):
-        cfg = vnet_config(profile, network=network, data="openkbp")
+    remember, ratio = ratio_rows("port")
+    port_cfg = vnet_config(profile, network="vnet", data="openkbp", precision="fp32")
+
+    def setup_port() -> Callable[[], object]:
+        from monai.losses import DiceFocalLoss
+
+        torch.manual_seed(opts.seed)
+        net = system.build(port_cfg, opts.device)["net"]
+        opt = torch.optim.Adam(net.parameters(), lr=port_cfg.lr, weight_decay=port_cfg.weight_decay)
+        g = torch.Generator().manual_seed(1)
+        shape = port_cfg.volume_shape
+        labels = torch.randint(0, port_cfg.n_classes, (port_cfg.batch_size, *shape), generator=g).to(opts.device)
+        image = torch.rand(port_cfg.batch_size, 1, *shape, generator=g).to(opts.device)
+        loss_fn = DiceFocalLoss(softmax=True, to_onehot_y=True)
+        draws = torch.Generator().manual_seed(opts.seed)
+        return lambda: vnet_port_step(net, opt, image, labels, port_cfg.patch_size, loss_fn, draws)
+
+    patch = "×".join(map(str, port_cfg.patch_size))
+    rows = [BenchCase("vnet_step", setup_port, port_cfg.batch_size, port_cfg.batch_size, "vnet, plain port",
+                      derive=remember,
+                      notes=f"{profile} profile: our VNet (width {port_cfg.width:g}), {port_cfg.batch_size} patches "
+                            f"of {patch} at random places, MONAI DiceFocalLoss(softmax, to_onehot_y), Adam; fp32")]
+    # each network in fp32 and, where the device computes bf16 natively (CUDA, a CPU with AMX), under bf16 autocast
+    # (what the cpu profile's precision "auto" trains with there); quick: MONAI's VNet (45.6 M parameters) left out
+    networks = ("vnet", "monai_unet") if opts.quick else ("vnet", "monai_unet", "monai_vnet")
+    precisions = ("fp32", "bf16") if native_bf16(opts.device) else ("fp32",)
+    for network, precision in ((n, p) for n in networks for p in precisions):
+        cfg = vnet_config(profile, network=network, data="openkbp", precision=precision)
 
         def setup(cfg=cfg) -> Callable[[], object]:
             torch.manual_seed(opts.seed)
@@ -107,7 +153,10 @@ def _vnet_step(opts: BenchOptions) -> list[BenchCase]:
 
         width = f", width {cfg.width:g}" if network == "vnet" else ""
         patch = "×".join(map(str, cfg.patch_size))
-        rows.append(BenchCase("vnet_step", setup, cfg.batch_size, cfg.batch_size, network,
-                              notes=f"{profile} profile: {cfg.batch_size} patches of {patch}{width}, soft Dice + "
-                                    "focal, Adam; fp32"))
+        arithmetic = "fp32" if precision == "fp32" else "bf16 autocast, % of the bf16 GEMM peak"
+        rows.append(BenchCase("vnet_step", setup, cfg.batch_size, cfg.batch_size,
+                              network if precision == "fp32" else f"{network}, bf16", peak_kind=precision,
+                              derive=ratio if (network, precision) == ("vnet", "fp32") else None,
+                              notes=f"{profile} profile: {cfg.batch_size} patches of {patch}{width} (organ-centred "
+                                    f"draws, mirror), soft Dice (class weights) + softmax focal, Adam; {arithmetic}"))
     return rows

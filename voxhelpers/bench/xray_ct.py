@@ -90,9 +90,13 @@ def _drr_cone_128(opts: BenchOptions) -> list[BenchCase]:
 def _call_renderer(renderer, volume: torch.Tensor, spacing: torch.Tensor, source: torch.Tensor,
                    target: torch.Tensor) -> torch.Tensor:
     """diffdrr's renderer on one volume: (D, H, W) densities, spacing (3,), source (1, N, 3), target (1, N, 3) in
-    the volume's mm frame (voxel i spans [i·s, (i + 1)·s]). Knows ``forward(volume, spacing, source, target)`` and
-    ``forward(volume, origin, spacing, source, target)``."""
+    the volume's mm frame (voxel i spans [i·s, (i + 1)·s]). Knows ``forward(volume, spacing, source, target)``,
+    ``forward(volume, origin, spacing, source, target)`` and 0.6's ``forward(volume, source, target, img)`` (rays in
+    voxel indices, voxel i centred on i; ``img`` the rays' lengths in mm, which the sampled lengths scale)."""
     params = list(inspect.signature(renderer.forward).parameters)
+    if "img" in params:
+        lengths = (target - source).norm(dim=-1).unsqueeze(1)  # (1, 1, N) mm
+        return renderer(volume, source / spacing - 0.5, target / spacing - 0.5, lengths)
     if "origin" in params:
         return renderer(volume, torch.zeros(3, dtype=spacing.dtype, device=spacing.device), spacing, source, target)
     return renderer(volume, spacing, source, target)

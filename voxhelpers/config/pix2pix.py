@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .profiles import Config, option
+from .profiles import Config, option, precision_option
 
 #: where image/mask pairs come from: ``octa500`` (its 10 validation images are the held-out test, a seeded 14 of
 #: its 140 train images our validation), ``drive`` (its 20 training images split 12 / 3 / 5 by a seeded
@@ -61,6 +61,9 @@ class Pix2PixConfig(Config):
                       ("resize", "crop", "fov_resize"))
     max_images: int | None = option(None, "train on the first k training images only (default: all; validation and "
                                     "test are kept whole)")
+    enhance: str = option("none", "image preprocessing: none, or green_clahe (the green channel with CLAHE, 0 outside "
+                          "the field of view, as the fundus literature does; the network then sees one channel)",
+                          ("none", "green_clahe"))
     network: str = option("pix2pix", "generator: pix2pix (the seed's U-Net) or monai_unet (MONAI's UNet, the outside "
                           "peer: residual units, the same widths and Tanh head)", PIX2PIX_NETWORKS)
     crop: int | None = option(None, "train on random crop²-pixel windows of the size² images (a multiple of "
@@ -75,6 +78,9 @@ class Pix2PixConfig(Config):
                            "binary targets)", ("vanilla", "lsgan"))
     l1_weight: float = option(200.0, "L1 weight (the seed: 200; pix2pix: 100)")
     mse_weight: float = option(10.0, "MSE weight (the seed: 10; pix2pix: 0)")
+    bce_weight: float = option(0.0, "weight of a BCE on the generator's logits (2u, σ(2u) = (output + 1) / 2) "
+                               "against the mask inside the field of view: ranks pixels where L1 on Tanh saturates "
+                               "(not in the seed; 0: off)")
     flip: bool = option(True, "augment: random horizontal and vertical flips")
     rotate: float = option(10.0, "augment: random rotation up to ± this many degrees (0: off)")
     epochs: int = option(250, "epochs (the seed: 250-500)")
@@ -82,6 +88,7 @@ class Pix2PixConfig(Config):
     lr: float = option(2e-4, "Adam learning rate of the generator (the seed: 2e-4)")
     lr_d: float = option(1e-4, "Adam learning rate of the PatchGAN (the seed: 1e-4)")
     betas: tuple[float, float] = option((0.5, 0.999), "Adam betas (the seed: 0.5, 0.999)")
+    precision: str = precision_option("fp32")
     lr_step: int = option(20, "multiply both learning rates by lr_gamma every lr_step epochs (the seed: 20)")
     lr_gamma: float = option(0.9, "StepLR factor (the seed: 0.9)")
     sample_every: int = option(10, "sample sheet and checkpoint every k epochs")
@@ -101,6 +108,11 @@ class Pix2PixConfig(Config):
     }
 
     check_data_argument = staticmethod(check_pix2pix_data)  # what the command line checks --data with
+
+    @property
+    def network_channels(self) -> int:
+        """Channels the networks see: 1 after ``green_clahe``, else ``in_channels`` (the files')."""
+        return 1 if self.enhance == "green_clahe" else self.in_channels
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,9 +142,10 @@ class Pix2PixConfig(Config):
             raise ValueError("d_channels, batch_size, sample_every and lr_step must be >= 1 and epochs >= 0, got "
                              f"{self.d_channels}, {self.batch_size}, {self.sample_every}, {self.lr_step}, "
                              f"{self.epochs}")
-        if min(self.adv_weight, self.l1_weight, self.mse_weight) < 0 or self.l1_weight + self.mse_weight == 0:
-            raise ValueError(f"loss weights must be >= 0 with l1_weight + mse_weight > 0, got adv {self.adv_weight}, "
-                             f"l1 {self.l1_weight}, mse {self.mse_weight}")
+        weights = (self.l1_weight, self.mse_weight, self.bce_weight)
+        if min(self.adv_weight, *weights) < 0 or sum(weights) == 0:
+            raise ValueError(f"loss weights must be >= 0 with l1_weight + mse_weight + bce_weight > 0, got adv "
+                             f"{self.adv_weight}, l1 {self.l1_weight}, mse {self.mse_weight}, bce {self.bce_weight}")
         if self.lr <= 0 or self.lr_d <= 0 or not 0 < self.lr_gamma <= 1:
             raise ValueError(f"need lr > 0, lr_d > 0 and lr_gamma in (0, 1], got {self.lr}, {self.lr_d}, "
                              f"{self.lr_gamma}")

@@ -41,6 +41,14 @@ def option(default: Any, help: str, choices: tuple | None = None) -> Any:  # noq
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+def precision_option(default: str) -> Any:
+    """The ``precision`` field of a system whose training step may run under bf16 autocast
+    (:func:`voxhelpers.systems.base.autocast_for`)."""
+    return option(default, "training arithmetic: auto (bf16 autocast where the device computes bf16 natively: "
+                  "CUDA, or a CPU with AMX, 2-4x faster steps there; fp32 elsewhere), bf16 or fp32; prediction and "
+                  "metrics are always fp32", ("auto", "bf16", "fp32"))
+
+
 def check_choice(name: str, value: Any, choices: tuple) -> None:
     """Raise ValueError naming ``name`` and listing the valid values when ``value`` is not one of ``choices``."""
     if value not in choices:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .profiles import Config, option
+from .profiles import Config, option, precision_option
 
 #: where segmentation cases come from: ``openkbp[:train|validation|all]`` (the shared head-and-neck CTs, screened),
 #: ``flare22:<folder>`` (``FLARE22_Tr_XXXX_0000.nii.gz`` + ``FLARE22_Tr_XXXX.nii.gz``), ``nifti:<folder>`` (pairs
@@ -70,6 +70,7 @@ class VNetConfig(Config):
     batch_size: int = option(2, "patches per step")
     lr: float = option(1e-3, "Adam learning rate")
     weight_decay: float = option(1e-5, "Adam weight decay")
+    precision: str = precision_option("auto")
     lr_schedule: str = option("cosine", "learning-rate schedule over the run", ("constant", "cosine"))
     dice_weight: float = option(1.0, "weight of the soft Dice loss")
     focal_weight: float = option(1.0, "weight of the softmax focal loss")

@@ -58,6 +58,14 @@ class VoxelCGANConfig(Config):
     consistency_start: float = option(0.75, "fraction of the epochs before the consistency term switches on, then a "
                                       "10 %% linear ramp (the shipped recipe: 0.75; the seed has no term)")
     ema_decay: float = option(0.98, "moving average of G's weights per batch, the model shipped; 0: off (the seed)")
+    augment: str = option("none", "DiffAugment of real and generated grids before D: none, or '+'-joined names "
+                          "from flip (axis of the condition turns), translate (1/8), cutout (1/2) "
+                          "(voxhelpers.ops.diffaugment)")
+    augment_p: float = option(1.0, "probability each augmentation applies to a grid (flip: half of it)")
+    r1: float = option(0.0, "R1 penalty γ: loss_d + γ/2 · E‖∇ₓD(x)‖² on the (augmented) real grids (Mescheder "
+                       "et al. 2018); 0: off")
+    d_norm: str = option("batch", "D's normalisation: batch (the seed) or spectral (spectral norm on every layer, no "
+                         "batch norm; Miyato et al. 2018)", ("batch", "spectral"))
     sample_every: int = option(40, "sample sheet and checkpoint every k epochs")
     n_train: int | None = option(None, "use only the first k shapes (default: all)")
     seed: int = option(0, "weights, z and shuffling")
@@ -83,6 +91,14 @@ class VoxelCGANConfig(Config):
         if not 0 <= self.ema_decay < 1 or not self.lr_d > 0 or not self.lr_g > 0:
             raise ValueError(f"need ema_decay in [0, 1) and learning rates > 0, got {self.ema_decay}, {self.lr_d}, "
                              f"{self.lr_g}")
+        from ..ops.diffaugment import parse_policy
+
+        policy = parse_policy(self.augment)
+        if "flip" in policy and self.n_conditions > 4:
+            raise ValueError(f"augment 'flip' keeps conditions 0-3 only (quarter turns about the flipped axis); "
+                             f"n_conditions is {self.n_conditions}: drop flip or use at most 4 conditions")
+        if not 0 <= self.augment_p <= 1 or not self.r1 >= 0:
+            raise ValueError(f"need augment_p in [0, 1] and r1 >= 0, got {self.augment_p}, {self.r1}")
         if self.n_train is not None and self.n_train < 1:
             raise ValueError(f"n_train must be None or >= 1, got {self.n_train}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .profiles import Config, option
+from .profiles import Config, option, precision_option
 
 #: where CTs come from: ``openkbp`` (train split trains, validation split is the held-out test; screened) or
 #: ``nifti:<folder>`` (every ``.nii``/``.nii.gz`` CT in a folder, a seeded 20 % held out)
@@ -54,10 +54,15 @@ class XrayCTConfig(Config):
     proj_weight: float = option(10.0, "projection L1 weight (mean projections along the three axes)")
     gan_loss: str = option("lsgan", "adversarial loss (X2CT-GAN: LSGAN)", ("lsgan", "vanilla"))
     flip_lr: bool = option(True, "augment: mirror the CT left-right (its X-rays are rendered after)")
+    rotate: float = option(0.0, "augment: turn the CT about its superior-inferior axis by up to ± this many degrees "
+                           "(trilinear; its X-rays are rendered after; 0: off)")
+    intensity: float = option(0.0, "augment: scale and shift each rendered X-ray by up to ± this (1 ± i, ± i; "
+                              "clipped to [0, 1]; the CT unchanged; 0: off)")
     epochs: int = option(100, "epochs (X2CT-GAN: 50 + 50 with linear decay)")
     decay_start: float = option(0.5, "fraction of the epochs after which both learning rates decay linearly to 0")
     batch_size: int = option(4, "CTs per step (X2CT-GAN: 4)")
     lr: float = option(2e-4, "Adam learning rate of G and D")
+    precision: str = precision_option("fp32")
     betas: tuple[float, float] = option((0.5, 0.99), "Adam betas")
     sample_every: int = option(10, "sample sheet and checkpoint every k epochs")
     seed: int = option(0, "weights, shuffling, augmentation and the NIfTI split")
@@ -88,6 +93,9 @@ class XrayCTConfig(Config):
             raise ValueError(f"decay_start must be a fraction in [0, 1], got {self.decay_start}")
         if self.max_cases is not None and self.max_cases < 1:
             raise ValueError(f"max_cases must be None or >= 1, got {self.max_cases}")
+        if not 0 <= self.rotate <= 45 or not 0 <= self.intensity < 1:
+            raise ValueError(f"need rotate in [0, 45] degrees and intensity in [0, 1), got {self.rotate}, "
+                             f"{self.intensity}")
 
     @property
     def levels(self) -> int:

@@ -75,3 +75,38 @@ def condition_rotation(x, condition: int, inverse: bool = False):
         raise ValueError(f"condition must be in [0, {len(CONDITION_ROTATIONS) - 1}], got {condition}")
     k, plane = CONDITION_ROTATIONS[condition]
     return rotate_spatial(x, -k if inverse else k, plane)
+
+
+def rotate_volumes(x: torch.Tensor, degrees: torch.Tensor, plane: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """Rotate each volume of a batch by its own angle in a spatial plane, trilinear, zeros outside (air in a
+    normalised CT), about the volume's centre; differentiable in ``x``.
+
+    Args:
+        x: (B, C, D, H, W) float tensor; the rotation is a true one where the plane's two sides have the same voxel
+            size (an isotropic cube).
+        degrees: (B,) angles; positive turns spatial axis ``plane[0]`` towards ``plane[1]`` (as
+            :func:`rotate_spatial` with k = 1 at 90°).
+        plane: two distinct spatial axes in {0, 1, 2}.
+
+    Raises:
+        ValueError: ``x`` not (B, C, D, H, W) float, ``degrees`` not (B,), or a bad plane.
+    """
+    import torch.nn.functional as F
+
+    if x.ndim != 5 or not x.is_floating_point():
+        raise ValueError(f"volumes must be float (B, C, D, H, W), got {x.dtype} {tuple(x.shape)}")
+    degrees = torch.as_tensor(degrees, dtype=torch.float64).reshape(-1)
+    if degrees.numel() != x.shape[0]:
+        raise ValueError(f"need one angle per volume ({x.shape[0]}), got {degrees.numel()}")
+    if len(plane) != 2 or plane[0] == plane[1] or not set(plane) <= {0, 1, 2}:
+        raise ValueError(f"plane must be two distinct spatial axes in {{0, 1, 2}}, got {plane}")
+    t = torch.deg2rad(degrees)
+    c, s = torch.cos(t), torch.sin(t)
+    # affine_grid's coordinates are (W, H, D) = spatial axes (2, 1, 0); an output voxel reads the input at R⁻¹·p
+    a, b = 2 - plane[0], 2 - plane[1]
+    theta = torch.zeros(x.shape[0], 3, 4, dtype=torch.float64)
+    theta[:, [0, 1, 2], [0, 1, 2]] = 1.0
+    theta[:, a, a], theta[:, b, b] = c, c
+    theta[:, a, b], theta[:, b, a] = s, -s
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False).to(x.device)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -113,6 +113,15 @@ class Pix2PixGenerator(nn.Module):
         self.head = nn.Sequential(nn.ConvTranspose2d(2 * channels[0], out_channels, 4, 2, 1), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._features(x))  # (B, 1, H, W) in [−1, 1]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's pre-Tanh output u (B, 1, H, W): forward = tanh(u), and the mask probability
+        (forward + 1) / 2 = σ(2u), so 2u are its logits (a BCE on them does not saturate as Tanh does)."""
+        return self.head[0](self._features(x))
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head reads: cat(last decoder output, first encoder feature), (B, 2·channels[0], H/2, W/2)."""
         _check_image(x, "image", self.in_channels)
         divisor = 2**self.depth
         h, w = x.shape[-2:]
@@ -129,7 +138,7 @@ class Pix2PixGenerator(nn.Module):
         y = self.decoders[0](skips.pop())  # (B, c_{L-2}, H / 2^(L-1), ...)
         for dec in self.decoders[1:]:
             y = dec(torch.cat([y, skips.pop()], dim=1))  # doubles the size
-        return self.head(torch.cat([y, skips.pop()], dim=1))  # (B, 1, H, W) in [−1, 1]
+        return torch.cat([y, skips.pop()], dim=1)
 
 
 class PatchDiscriminator(nn.Module):
@@ -370,19 +379,28 @@ class MonaiUNet2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [−1, 1] → (B, 1, H, W) in (−1, 1)."""
+        return torch.tanh(self.logits(x))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-Tanh output u (see :meth:`Pix2PixGenerator.logits`)."""
         _check_image(x, "image", self.in_channels)
-        return torch.tanh(self.net(x))
+        return self.net(x)
+
+
+def _network_channels(cfg) -> int:
+    """The channels a Pix2Pix config's networks see (``network_channels``: 1 after an enhancement to one channel)."""
+    return getattr(cfg, "network_channels", cfg.in_channels)
 
 
 def _pix2pix_generator(cfg) -> nn.Module:
     if getattr(cfg, "network", "pix2pix") == "monai_unet":
-        return MonaiUNet2D(cfg.in_channels, tuple(getattr(cfg, "channels", SEED_CHANNELS)))
-    return Pix2PixGenerator(cfg.in_channels, 1, tuple(getattr(cfg, "channels", SEED_CHANNELS)),
+        return MonaiUNet2D(_network_channels(cfg), tuple(getattr(cfg, "channels", SEED_CHANNELS)))
+    return Pix2PixGenerator(_network_channels(cfg), 1, tuple(getattr(cfg, "channels", SEED_CHANNELS)),
                             getattr(cfg, "dropout", 0.5), getattr(cfg, "dropout_blocks", 2))
 
 
 def _pix2pix_discriminator(cfg) -> PatchDiscriminator:
-    return PatchDiscriminator(cfg.in_channels, getattr(cfg, "d_channels", 64), getattr(cfg, "output", "logits"))
+    return PatchDiscriminator(_network_channels(cfg), getattr(cfg, "d_channels", 64), getattr(cfg, "output", "logits"))
 
 
 def _crgan_kwargs(cfg) -> dict:
@@ -401,8 +419,8 @@ def _crgan_critic(cfg) -> CRGANCritic:
                        **_crgan_kwargs(cfg))
 
 
-#: system → role → constructor. Pix2Pix reads ``cfg.in_channels`` and, when present, ``network`` (``pix2pix`` or
-#: ``monai_unet``: :class:`MonaiUNet2D`), ``channels``, ``dropout``,
+#: system → role → constructor. Pix2Pix reads ``cfg.network_channels`` (else ``in_channels``) and, when present,
+#: ``network`` (``pix2pix`` or ``monai_unet``: :class:`MonaiUNet2D`), ``channels``, ``dropout``,
 #: ``dropout_blocks``, ``d_channels``, ``output`` (else the seed's); the CRGAN reads ``cfg.n_patients``,
 #: ``cfg.n_stages`` and, when present, ``image_size``, ``image_channels``, ``z_dim``, ``embed_dim``, ``hidden_dim``,
 #: ``g_channels``, ``d_channels``, ``max_channels``. The CRGAN's ``"discriminator"`` is its critic.

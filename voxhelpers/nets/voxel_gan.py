@@ -85,7 +85,8 @@ class CGANDiscriminator(nn.Module):
     """Conditional voxel discriminator: grid + constant condition plane(s) → one score per sample.
 
     Five ``Conv3d(k=4, s=2, p=1)``: (1 + c) → 32 → 64 → 128 → 256 → 1, spatial 32 → 16 → 8 → 4 → 2 → 1;
-    BatchNorm3d + LeakyReLU(0.2) on the first four; Sigmoid output (the seed) or raw logits. The layers are
+    BatchNorm3d + LeakyReLU(0.2) on the first four (``norm="spectral"``: spectral normalisation of every layer's
+    weight instead, no batch norm, as SN-GAN); Sigmoid output (the seed) or raw logits. The layers are
     :class:`~voxhelpers.nets.fast_conv3d.FastConv3d`: ``nn.Conv3d`` with exact CPU fast paths for the first (few input
     channels), fourth (4³ → 2³) and last (2³ → 1³).
     2,774,433 parameters with the seed's scalar condition.
@@ -101,17 +102,24 @@ class CGANDiscriminator(nn.Module):
     """
 
     def __init__(self, n_conditions: int = 2, condition: str = "scalar", output: str = "probs",
-                 channels: tuple[int, ...] = (32, 64, 128, 256)):
+                 channels: tuple[int, ...] = (32, 64, 128, 256), norm: str = "batch"):
         super().__init__()
         if output not in OUTPUT_KINDS:
             raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+        if norm not in ("batch", "spectral"):
+            raise ValueError(f"norm must be 'batch' or 'spectral', got {norm!r}")
         self.n_conditions, self.condition, self.output = n_conditions, condition, output
         in_ch = 1 + _check_mode(condition, n_conditions)
+        sn = nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
         layers: list[nn.Module] = []
         for out_ch in channels:
-            layers += [FastConv3d(in_ch, out_ch, 4, 2, 1), nn.BatchNorm3d(out_ch), nn.LeakyReLU(0.2, inplace=True)]
+            # without batch norm the activation meets the convolution's own output: not in place (a fast path's
+            # output may be a view autograd must not see modified)
+            layers += [sn(FastConv3d(in_ch, out_ch, 4, 2, 1)),
+                       nn.BatchNorm3d(out_ch) if norm == "batch" else nn.Identity(),
+                       nn.LeakyReLU(0.2, inplace=norm == "batch")]
             in_ch = out_ch
-        layers += [FastConv3d(in_ch, 1, 4, 2, 1)]
+        layers += [sn(FastConv3d(in_ch, 1, 4, 2, 1))]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -388,7 +396,8 @@ def _widths(channels) -> dict:
 NETWORKS = {
     "voxel_cgan": {
         "generator": lambda c: CGANGenerator(c.z_dim, c.n_conditions, c.condition),
-        "discriminator": lambda c: CGANDiscriminator(c.n_conditions, c.condition, c.output),
+        "discriminator": lambda c: CGANDiscriminator(c.n_conditions, c.condition, c.output,
+                                                     norm=getattr(c, "d_norm", "batch")),
     },
     "iwgan": {
         "generator": lambda c: IWGANGenerator(c.z_dim, **_widths(c.g_channels)),

@@ -3,8 +3,8 @@
 :mod:`.voxel_cgan` (the seed's published AAD / AVAR, the cells' cards, the target), :mod:`.iwgan` (3D-IWGAN /
 3D-VAE-IWGAN cards and targets, generators compared on one reference set), :mod:`.ct` (X-ray → CT and VNet cards,
 targets, data check and held-out patients), :mod:`.vnet` (the VNet k-fold table), :mod:`.retina` (Pix2Pix and
-CRGAN cards, peers, targets), :mod:`.quick` (one tidy row per pretrained model for
-``notebooks/00_quick_evaluation``).
+CRGAN cards, peers, targets), :mod:`.robustness` (the voxel cGAN's grid over untrained categories, seeds and
+recipes), :mod:`.quick` (one tidy row per pretrained model for ``notebooks/00_quick_evaluation``).
 """
 
 from .ct import (

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from ..config.pix2pix import Pix2PixConfig
 from ..losses import adversarial_loss
-from .base import Splits, System, frozen, generator_update
+from .base import Splits, System, autocast_for, frozen, generator_update
 
 
 class VesselPairDataset(torch.utils.data.Dataset):
@@ -122,11 +122,13 @@ def _pairs(cfg: Pix2PixConfig, roots=None) -> dict[str, list]:
 def data(cfg: Pix2PixConfig, roots=None) -> Splits:
     """Training images and the held-out ``validation`` (threshold) and ``test`` (metrics) images, fitted to size."""
     from ..data.retina import load_pairs
+    from ..data.retina_io import enhance
 
     pairs = _pairs(cfg, roots)
     if cfg.max_images:
         pairs["train"] = pairs["train"][: cfg.max_images]
-    parts = {k: load_pairs(v, channels=cfg.in_channels, size=cfg.size, fit=cfg.fit) for k, v in pairs.items()}
+    parts = {k: [enhance(s, cfg.enhance) for s in load_pairs(v, channels=cfg.in_channels, size=cfg.size, fit=cfg.fit)]
+             for k, v in pairs.items()}
     what = {"octa500": "OCTA-500 3 mm en-face OCTA with large-vessel masks: validation drawn from its train folder "
                        "(seed {seed}), its validation folder as test",
             "drive": "DRIVE training images with manual masks and fields of view, split by image (seed {seed})",
@@ -139,7 +141,7 @@ def data(cfg: Pix2PixConfig, roots=None) -> Splits:
 
 def dataset(cfg: Pix2PixConfig, train) -> torch.utils.data.Dataset:
     """The training images (:class:`VesselPairDataset`)."""
-    return VesselPairDataset(train, cfg.in_channels, cfg.size)
+    return VesselPairDataset(train, cfg.network_channels, cfg.size)
 
 
 def build(cfg: Pix2PixConfig, device) -> dict:
@@ -228,12 +230,16 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: Pix2PixConfig, state)
     for k, opt in optimizers.items():
         for group in opt.param_groups:
             group["lr"] = lrs[k]
-    fake = torch.where(inside, G(image), -1.0)  # background outside the field of view, as the true masks
+    amp = autocast_for(image.device, cfg.precision)  # the networks under it; every loss in fp32
+    with amp:
+        u = G.logits(image).float()  # pre-Tanh: G(image) = tanh(u)
+    fake = torch.where(inside, torch.tanh(u), -1.0)  # background outside the field of view, as the masks
     out = {}  # no "loss_d" without a critic: a NaN there would read as a diverged critic
     if "D" in models:
         D, opt_d = models["D"], optimizers["D"]
-        loss_d = 0.5 * (adversarial_loss(D(image, target), True, cfg.gan_loss)
-                        + adversarial_loss(D(image, fake.detach()), False, cfg.gan_loss))
+        with amp:
+            d_real, d_fake = D(image, target).float(), D(image, fake.detach()).float()
+        loss_d = 0.5 * (adversarial_loss(d_real, True, cfg.gan_loss) + adversarial_loss(d_fake, False, cfg.gan_loss))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -241,10 +247,14 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: Pix2PixConfig, state)
     l1 = masked_mean((fake - target).abs(), fov)
     mse = masked_mean((fake - target) ** 2, fov)
     loss_g = cfg.l1_weight * l1 + cfg.mse_weight * mse
+    if cfg.bce_weight > 0:  # σ(2u) is the mask probability (output + 1) / 2
+        bce = masked_mean(F.binary_cross_entropy_with_logits(2 * u, mask, reduction="none"), fov)
+        loss_g = loss_g + cfg.bce_weight * bce
+        out["loss_bce"] = float(bce.detach())
     adv = torch.zeros(())
     if "D" in models:
-        with frozen(models["D"]):
-            adv = adversarial_loss(models["D"](image, fake), True, cfg.gan_loss)
+        with frozen(models["D"]), amp:
+            adv = adversarial_loss(models["D"](image, fake).float(), True, cfg.gan_loss)
         loss_g = loss_g + cfg.adv_weight * adv
     generator_update(optimizers["G"], loss_g)
     return {**out, "loss_g": float(loss_g.detach()), "loss_rec": float(l1.detach()), "loss_mse": float(mse.detach()),

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..config.vnet import VNetConfig, parse_label_map
-from .base import Splits, System
+from .base import Splits, System, autocast_for
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -154,8 +154,9 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VNetConfig, state) ->
     x, y = _crop_batch(batch, cfg, state.generator)
     for group in opt.param_groups:
         group["lr"] = learning_rate(cfg, state.epoch)
-    logits = net(x)
-    dice = soft_dice_loss(logits, y, weight=batch["class_weights"][0].to(logits.dtype), labelled=batch["labelled"])
+    with autocast_for(x.device, cfg.precision):
+        logits = net(x)
+    dice = soft_dice_loss(logits, y, weight=batch["class_weights"][0].float(), labelled=batch["labelled"])
     focal = focal_loss(logits, y, gamma=cfg.focal_gamma)
     loss = cfg.dice_weight * dice + cfg.focal_weight * focal
     if not torch.isfinite(loss):

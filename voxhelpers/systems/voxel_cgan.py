@@ -3,10 +3,13 @@
 The seed's algorithm per batch: for each rotation condition c a D step (gated on D's accuracy) and a G step, then
 the *pairing* G step that judges the average of every condition's view turned back to condition 0 — per sample,
 over the spatial axes (the seed rotated over the batch axis). Additions, all off by default except the EMA: an EMA
-of G (the model shipped), one-hot conditions, several pairing steps, and a scheduled soft-Jaccard consistency term.
+of G (the model shipped), one-hot conditions, several pairing steps, a scheduled soft-Jaccard consistency term,
+and the small-data remedies of issue 19: DiffAugment in 3D, an R1 penalty and a spectrally normalised D.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -14,6 +17,8 @@ from ..config.profiles import eval_budget
 from ..config.voxel_cgan import VoxelCGANConfig
 from ..data.transforms import condition_rotation
 from ..losses import adversarial_loss, discriminator_accuracy, soft_jaccard_distance
+from ..nets.fast_conv3d import fast_paths
+from ..ops.diffaugment import diff_augment
 from .base import Splits, System, autocast_for, frozen, memory_format_of, sample_z
 
 
@@ -112,7 +117,12 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
     Returns:
         ``loss_d`` and ``loss_g`` (means over conditions), ``loss_pair`` (mean over the pairing steps; NaN without
         pairing), ``acc_d`` (mean over conditions), ``d_steps`` (D updates made); with a consistency term also
-        ``loss_consistency`` (the soft Jaccard distance, unweighted) and ``consistency_weight``.
+        ``loss_consistency`` (the soft Jaccard distance, unweighted) and ``consistency_weight``; with ``cfg.r1``
+        also ``loss_r1`` (the unweighted penalty, mean over conditions; 0 where D was gated off).
+
+    With ``cfg.augment`` every grid D sees — real or generated, in every step — is DiffAugmented first
+    (:func:`voxhelpers.ops.diffaugment.diff_augment`, each sample its own draw from ``state.generator``), and G's
+    losses back-propagate through the augmentation. ``cfg.r1`` adds R1's γ/2 · E‖∇ₓD(x)‖² on the real grids.
 
     Raises:
         ValueError: a batch of another shape.
@@ -129,17 +139,32 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
     device, kind, amp = real.device, D.output, autocast_for(real.device)
     ell = lambda out, t: adversarial_loss(out, t, cfg.loss, kind, cfg.variant)  # noqa: E731
     fmt = memory_format_of(G)
+
+    def aug(x: torch.Tensor) -> torch.Tensor:  # what D sees: DiffAugment (or x itself), in D's memory format
+        return diff_augment(x, cfg.augment, generator, cfg.augment_p).contiguous(memory_format=fmt)
+
     out = {"loss_d": 0.0, "loss_g": 0.0, "acc_d": 0.0, "d_steps": 0.0}
+    if cfg.r1 > 0:
+        out["loss_r1"] = 0.0
     for c in range(C):
         cond = torch.full((B,), c, device=device, dtype=torch.long)
         x_real = real[:, c].contiguous(memory_format=fmt)
         # --- D step: ℓ(D(x|c), 1) + ℓ(D(G(z|c)|c), 0), gated on last batch's accuracy
         with torch.no_grad(), amp:
             fake = G(sample_z(B, G.z_dim, generator, device), cond)
+        penalise = train_d and cfg.r1 > 0
         with torch.set_grad_enabled(train_d), amp:  # a gated-off D step only measures the accuracy
-            d_real, d_fake = D(x_real, cond), D(fake.detach(), cond)
+            x_seen = aug(x_real).detach().requires_grad_(penalise)
+            with fast_paths(False) if penalise else contextlib.nullcontext():  # R1's double backward: plain layers
+                d_real = D(x_seen, cond)
+            d_fake = D(aug(fake.detach()), cond)
         check_scores(torch.cat([d_real.detach(), d_fake.detach()]), "real and generated", state.step)
         loss_d = ell(d_real, 1.0) + ell(d_fake, 0.0)
+        if penalise:  # R1: γ/2 · E‖∇ₓ D(x)‖² on the real grids D saw
+            (grad,) = torch.autograd.grad(d_real.float().sum(), x_seen, create_graph=True)
+            r1 = grad.float().square().sum((1, 2, 3, 4)).mean()
+            loss_d = loss_d + 0.5 * cfg.r1 * r1
+            out["loss_r1"] += float(r1.detach()) / C
         acc = discriminator_accuracy(d_real.detach().float(), d_fake.detach().float(), kind)
         if train_d:
             opt_d.zero_grad(set_to_none=True)
@@ -149,7 +174,7 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
         # --- G step: ℓ(D(G(z|c)|c), 1); D frozen, so its backward computes no weight gradients nobody uses
         with frozen(D):
             with amp:
-                d_gen = D(G(sample_z(B, G.z_dim, generator, device), cond), cond)
+                d_gen = D(aug(G(sample_z(B, G.z_dim, generator, device), cond)), cond)
             check_scores(d_gen.detach(), "generated", state.step)
             loss_g = ell(d_gen, 1.0)
             opt_g.zero_grad(set_to_none=True)
@@ -170,8 +195,7 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
                     views = [condition_rotation(G(z, torch.full((B,), c, device=device, dtype=torch.long)), c,
                                                 inverse=True) for c in range(C)]
                     paired = torch.stack(views).mean(0)  # (B, 1, D, H, W)
-                    d_pair = D(paired.contiguous(memory_format=fmt),
-                               torch.zeros(B, device=device, dtype=torch.long))
+                    d_pair = D(aug(paired), torch.zeros(B, device=device, dtype=torch.long))
                 check_scores(d_pair.detach(), "paired", state.step)
                 loss_pair = ell(d_pair, 1.0)
                 if consistency > 0:

@@ -1,11 +1,13 @@
 """System 3: a CT volume from two X-rays (PA + lateral), X2CT-GAN style, on real patients (SPEC §3).
 
-A batch holds prepared CT cubes. The step mirrors each left-right at random (on the run's generator), renders its
-PA and lateral radiographs with the differentiable projector (cone beam with X2CT-GAN's 541 / 949 mm geometry, or
-parallel), normalises each to [0, 1], then takes one PatchGAN step (LSGAN: real CT → 1, generated → 0, both
-conditioned on the X-rays) and one generator step: λ_adv·LSGAN + λ_voxel·MSE + λ_proj·L1 of the mean projections
-along the three axes (X2CT-GAN's 0.1 / 10 / 10). ``adv_weight=0`` trains the same generator without the critic
-(the no-GAN variant of the evaluation). Both learning rates decay linearly to 0 after ``decay_start`` of the epochs.
+A batch holds prepared CT cubes. The step mirrors each left-right at random (on the run's generator) and, when asked,
+turns it by a small angle about its superior-inferior axis (``rotate``), renders its PA and lateral radiographs with
+the differentiable projector (cone beam with X2CT-GAN's 541 / 949 mm geometry, or parallel), normalises each to
+[0, 1] (with ``intensity``, scales and shifts each view at random), then takes one PatchGAN step (LSGAN: real CT → 1,
+generated → 0, both conditioned on the X-rays) and one generator step: λ_adv·LSGAN + λ_voxel·MSE + λ_proj·L1 of the
+mean projections along the three axes (X2CT-GAN's 0.1 / 10 / 10). ``adv_weight=0`` trains the same generator without
+the critic (the no-GAN variant of the evaluation). Both learning rates decay linearly to 0 after ``decay_start`` of
+the epochs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config.xray_ct import XrayCTConfig
 from ..losses import adversarial_loss
-from .base import Splits, System, frozen, generator_update
+from .base import Splits, System, autocast_for, frozen, generator_update
 
 
 class CTCubeDataset(torch.utils.data.Dataset):
@@ -128,6 +130,31 @@ def render_xrays(ct: torch.Tensor, cfg: XrayCTConfig) -> tuple[torch.Tensor, tor
     return normalise_drr(views["pa"]), normalise_drr(views["lateral"])
 
 
+def augment_ct(ct: torch.Tensor, cfg: XrayCTConfig, generator: torch.Generator) -> torch.Tensor:
+    """CT cubes (B, 1, S, S, S) turned about the superior-inferior axis by their own angle in ± ``cfg.rotate``
+    degrees (RAS: the plane of the R-L and A-P axes), trilinear, air shifted in; unchanged when ``rotate`` is 0."""
+    if cfg.rotate <= 0:
+        return ct
+    from ..data.transforms import rotate_volumes
+
+    angles = cfg.rotate * (2 * torch.rand(ct.shape[0], generator=generator, dtype=torch.float64) - 1)
+    return rotate_volumes(ct, angles, (0, 1))
+
+
+def augment_xrays(pa: torch.Tensor, lateral: torch.Tensor, cfg: XrayCTConfig,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each rendered view (B, 1, S, S) of each sample scaled by 1 ± ``cfg.intensity`` and shifted by ± it (its own
+    draw: radiographs differ in exposure), clipped to [0, 1]; unchanged when ``intensity`` is 0."""
+    if cfg.intensity <= 0:
+        return pa, lateral
+    out = []
+    for view in (pa, lateral):
+        u = (2 * torch.rand(2, view.shape[0], generator=generator) - 1).to(view.device, view.dtype)
+        scale, shift = 1 + cfg.intensity * u[0], cfg.intensity * u[1]
+        out.append((view * scale[:, None, None, None] + shift[:, None, None, None]).clamp(0, 1))
+    return out[0], out[1]
+
+
 def learning_rate(cfg: XrayCTConfig, epoch: int) -> float:
     """``lr`` until ``decay_start`` of the epochs, then linearly to 0 at the end (X2CT-GAN's 50 + 50)."""
     start = int(cfg.decay_start * cfg.epochs)
@@ -148,19 +175,23 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: XrayCTConfig, state) 
     if cfg.flip_lr:
         flip = torch.rand(ct.shape[0], generator=state.generator) < 0.5
         ct = torch.where(flip.to(ct.device)[:, None, None, None, None], ct.flip(2), ct)  # axis 2: R-L in RAS
+    ct = augment_ct(ct, cfg, state.generator)
     with torch.no_grad():
-        pa, lateral = render_xrays(ct, cfg)
+        pa, lateral = augment_xrays(*render_xrays(ct, cfg), cfg, state.generator)
     for opt in optimizers.values():
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, state.epoch)
     out = {}  # no "loss_d" without a critic: a NaN there would read as a diverged critic
     # one generator forward serves both steps (its instance norms keep no running statistics and it has no dropout,
     # so a second forward would give the same volume: the bench's plain port showed the cost, 1.2x)
-    fake = G(pa, lateral)
+    amp = autocast_for(ct.device, cfg.precision)  # the networks under it; every loss in fp32
+    with amp:
+        fake = G(pa, lateral).float()
     if "D" in models:
         D, opt_d = models["D"], optimizers["D"]
-        loss_d = 0.5 * (adversarial_loss(D(ct, pa, lateral), True, cfg.gan_loss)
-                        + adversarial_loss(D(fake.detach(), pa, lateral), False, cfg.gan_loss))
+        with amp:
+            d_real, d_fake = D(ct, pa, lateral).float(), D(fake.detach(), pa, lateral).float()
+        loss_d = 0.5 * (adversarial_loss(d_real, True, cfg.gan_loss) + adversarial_loss(d_fake, False, cfg.gan_loss))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -170,8 +201,8 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: XrayCTConfig, state) 
     loss_g = cfg.voxel_weight * rec + cfg.proj_weight * proj
     adv = torch.zeros(())
     if "D" in models:
-        with frozen(models["D"]):
-            adv = adversarial_loss(models["D"](fake, pa, lateral), True, cfg.gan_loss)
+        with frozen(models["D"]), amp:
+            adv = adversarial_loss(models["D"](fake, pa, lateral).float(), True, cfg.gan_loss)
         loss_g = loss_g + cfg.adv_weight * adv
     generator_update(optimizers["G"], loss_g)
     return {**out, "loss_g": float(loss_g.detach()), "loss_rec": float(rec.detach()),

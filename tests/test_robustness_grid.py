@@ -1,0 +1,59 @@
+"""Issue 19's grid report: every command parses into the config it names, and the table / summary gather the runs'
+metrics without selecting seeds."""
+
+import json
+import shlex
+
+import pytest
+
+from voxhelpers.cli import _parser, given_config
+from voxhelpers.config import VoxelCGANConfig
+from voxhelpers.reports.robustness import (
+    CATEGORIES,
+    RECIPES,
+    robustness_commands,
+    robustness_summary,
+    robustness_table,
+    run_folder,
+)
+
+
+def test_each_command_parses_into_its_recipe():
+    commands = robustness_commands("runs/x")
+    assert len(commands) == len(RECIPES) * len(CATEGORIES) * 2 and len(set(commands)) == len(commands)
+    for command in commands:
+        argv = shlex.split(command)[3:]  # after "VOXHELPERS_PROFILE=cpu python -m"
+        assert argv[:2] == ["voxhelpers", "train"]
+        args = _parser().parse_args(argv[1:])
+        cfg = VoxelCGANConfig.for_profile("cpu", **given_config(args, VoxelCGANConfig))
+        recipe, cell = args.out.split("/")[-2:]
+        assert cfg.condition == "onehot" and cfg.consistency == 12 and cfg.consistency_start == 0.75
+        assert cell == f"{cfg.category}_s{cfg.seed}" and cfg.category in CATEGORIES
+        assert (cfg.augment, cfg.r1, cfg.d_norm) == {"shipped": ("none", 0.0, "batch"),
+                                                     "diffaug": ("translate+cutout", 0.0, "batch"),
+                                                     "diffaug_r1": ("translate+cutout", 1.0, "batch"),
+                                                     "robust": ("translate+cutout", 1.0, "spectral")}[recipe]
+    with pytest.raises(ValueError, match="unknown recipes"):
+        robustness_commands(recipes=["best"])
+
+
+def test_table_and_summary_count_every_run(tmp_path):
+    metrics = {("shipped", "chair", 0): (0.95, 0.1, 0.5, 1.8, 0.6), ("shipped", "chair", 1): (0.85, 0.3, 0.4, 0.2, 0.9),
+               ("robust", "chair", 0): (0.80, 0.3, 0.4, 0.25, 0.85), ("robust", "chair", 1): (0.70, 0.4, 0.3, 0.5, 0.9)}
+    for (r, c, s), (nna, cov, mmd, occ, avar) in metrics.items():
+        folder = run_folder(tmp_path, r, c, s)
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"one_nna": nna, "cov": cov, "mmd": mmd,
+                                                         "occupancy_error": occ, "avar": avar, "aad": 1 - avar}))
+    table = robustness_table(tmp_path, categories=("chair", "lamp"), recipes=("shipped", "robust"))
+    assert len(table) == 8 and table["done"].sum() == 4
+    assert list(table.loc[table["done"], "converged"]) == [False, True, True, True]
+    assert list(table.loc[table["done"], "meets_aim"]) == [False, True, True, False]  # occupancy 0.5 > 0.3
+    summary = robustness_summary(table).set_index("recipe")
+    assert summary.loc["shipped", ["runs", "done", "converged", "meets_aim"]].tolist() == [4, 2, 1, 1]
+    assert summary.loc["robust", ["runs", "done", "converged", "meets_aim"]].tolist() == [4, 2, 2, 1]
+    assert summary.loc["robust", "median one_nna"] == pytest.approx(0.75)
+    (run_folder(tmp_path, "robust", "lamp", 0)).mkdir(parents=True)
+    (run_folder(tmp_path, "robust", "lamp", 0) / "metrics.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="lamp_s0/metrics.json: expected a JSON object"):
+        robustness_table(tmp_path, categories=("chair", "lamp"), recipes=("shipped", "robust"))
