@@ -203,6 +203,9 @@ def test_ct_systems_train_export_and_evaluate_from_the_command_line(system, flag
     assert card["system"] == system and card["metrics"]
     name, cfg, _ = config_from_command(card["command"])
     assert name == system and cfg == card_config(card)
+    from voxhelpers.systems.base import resolve_precision  # what "auto" meant where it trained, in the card
+
+    assert card["precision"] == resolve_precision("cpu", cfg.precision) in ("bf16", "fp32")
     capsys.readouterr()
     assert cli.main(["evaluate", system, "--weights", str(weights), "--profile", "smoke"]) == 0
     again = json.loads(capsys.readouterr().out)
