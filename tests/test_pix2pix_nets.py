@@ -9,14 +9,13 @@ from torch import nn
 
 from voxhelpers.losses import gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from voxhelpers.nets import count_parameters
-from voxhelpers.nets.pix2pix import (
-    NETWORKS,
-    CRGANCritic,
-    CRGANGenerator,
-    PatchDiscriminator,
-    Pix2PixGenerator,
-    flatten_sequence,
-)
+from voxhelpers.nets import crgan as crgan_nets
+from voxhelpers.nets import pix2pix as pix2pix_nets
+from voxhelpers.nets.crgan import CRGANCritic, CRGANGenerator, flatten_sequence
+from voxhelpers.nets.pix2pix import PatchDiscriminator, Pix2PixGenerator
+
+#: system 4's registry: its two network files
+NETWORKS = {**pix2pix_nets.NETWORKS, **crgan_nets.NETWORKS}
 
 #: small widths for the tests that backpropagate (the seed's layout, narrower)
 SMALL = (8, 16, 32, 32, 32, 32)

@@ -83,17 +83,22 @@ def test_peer_metrics_are_kept_in_the_card_and_tabled(tmp_path):
         reports.add_peer_metrics(tmp_path / "generator.json", {"no_gan_": {"auc": 0.9}})
 
 
+def _shipped_quick_metrics(path, what: str, data_root) -> tuple[dict, dict]:
+    """(card, the quick evaluation's smoke metrics) of a shipped card on OCTA-500; skips where either is missing."""
+    if not path.is_file():
+        pytest.skip(f"the shipped {what} card is not here")
+    if not (data_root / "octa500").is_dir():
+        pytest.skip("OCTA-500 is not among the real data")
+    card = {**json.loads(path.read_text()), "path": str(path)}
+    return card, reports.quick_metrics(card, "smoke", roots=[data_root])
+
+
 def test_shipped_pix2pix_card_is_reproduced_on_two_test_images(data_root):
     """The quick evaluation on the shipped OCTA-500 weights: the card's threshold, the first 2 of its 10 test images;
     the per-image metrics of those two (the card's cases.csv rows) are what the recomputation averages."""
-    if not OCTA_CARD.is_file():
-        pytest.skip("the shipped OCTA-500 Pix2Pix card is not here")
-    if not (data_root / "octa500").is_dir():
-        pytest.skip("OCTA-500 is not among the real data")
     import pandas as pd
 
-    card = {**json.loads(OCTA_CARD.read_text()), "path": str(OCTA_CARD)}
-    m = reports.quick_metrics(card, "smoke", roots=[data_root])
+    card, m = _shipped_quick_metrics(OCTA_CARD, "OCTA-500 Pix2Pix", data_root)
     assert m["data_here"] and m["n_images"] == 2 and m["threshold"] == card["metrics"]["threshold"]
     rows = pd.read_csv(OCTA_CARD.with_suffix(".cases.csv")).head(2)
     assert m["dice"] == pytest.approx(rows["dice"].mean(), abs=1e-6)
@@ -104,15 +109,10 @@ def test_shipped_crgan_card_is_reproduced_on_two_held_out_sequences(data_root):
     """The CRGAN's quick evaluation: the first 2 held-out SIMULATED sequences with the card's fixed noise (the first
     rows of the same seeded draw), so its SSIM is the mean of the card's per-sequence rows for those two; the counts
     survive (the protocol cell names them), the per-stage keys stay in the card."""
-    path = REPO / "models" / "crgan" / "generator.json"
-    if not path.is_file():
-        pytest.skip("the shipped CRGAN card is not here")
-    if not (data_root / "octa500").is_dir():
-        pytest.skip("OCTA-500 is not among the real data")
     import pandas as pd
 
-    card = {**json.loads(path.read_text()), "path": str(path)}
-    m = reports.quick_metrics(card, "smoke", roots=[data_root])
+    path = REPO / "models" / "crgan" / "generator.json"
+    card, m = _shipped_quick_metrics(path, "CRGAN", data_root)
     assert m["n_sequences"] == 2 and m["n_draws"] == card["metrics"]["n_draws"] and "ssim_s0" not in m
     rows = pd.read_csv(path.with_suffix(".cases.csv"))
     first_two = rows[rows["name"].isin(rows["name"].unique()[:2])]

@@ -13,7 +13,7 @@ from voxhelpers.data.ct_io import reorient
 from voxhelpers.data.segmentation import lr_swap, patch_start, phantom_case, prepare_case
 from voxhelpers.systems import get_system
 from voxhelpers.systems.vnet import SegmentationDataset, _crop_batch, evaluate_cases, learning_rate, summarise_cases
-from voxhelpers.training import fit
+from voxhelpers.training import TrainState, fit
 
 NAMES = ("organ_a", "organ_b")
 
@@ -194,9 +194,10 @@ def test_bf16_precision_runs_the_network_in_bf16_and_keeps_fp32_weights():
     seen = []
     models["net"].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     batch = next(iter(torch.utils.data.DataLoader(system.dataset(cfg, cases), batch_size=2)))
-    state = type("State", (), {"generator": torch.Generator().manual_seed(0), "epoch": 0})()
+    optimizers = system.optimizers(cfg, models)
+    state = TrainState(models, optimizers, torch.Generator().manual_seed(0))
     before = [p.detach().clone() for p in models["net"].parameters()]
-    out = system.step(models, system.optimizers(cfg, models), batch, cfg, state)
+    out = system.step(models, optimizers, batch, cfg, state)
     assert seen == [torch.bfloat16] and np.isfinite(out["loss"])
     assert all(p.dtype == torch.float32 for p in models["net"].parameters())
     assert any(not torch.equal(a, p) for a, p in zip(before, models["net"].parameters(), strict=True))

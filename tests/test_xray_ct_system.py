@@ -16,7 +16,7 @@ from voxhelpers.ops.backprojection import backproject_parallel
 from voxhelpers.ops.projector import project_parallel
 from voxhelpers.systems import get_system
 from voxhelpers.systems.xray_ct import baselines, learning_rate, projection_l1, render_xrays
-from voxhelpers.training import fit
+from voxhelpers.training import TrainState, fit
 
 
 def _cfg(**kw):
@@ -207,8 +207,9 @@ def test_bf16_step_runs_both_networks_in_bf16_with_fp32_losses_and_weights():
             if isinstance(mod, torch.nn.modules.conv._ConvNd):
                 mod.register_forward_hook(lambda mod, i, o, k=k: seen[k].add(o.dtype))
     batch = {"ct": torch.stack([torch.from_numpy(c.ct).float() for c in cubes])}
-    state = type("State", (), {"generator": torch.Generator().manual_seed(0), "epoch": 0})()
-    out = system.step(models, system.optimizers(cfg, models), batch, cfg, state)
+    optimizers = system.optimizers(cfg, models)
+    state = TrainState(models, optimizers, torch.Generator().manual_seed(0))
+    out = system.step(models, optimizers, batch, cfg, state)
     assert seen == {"G": {torch.bfloat16}, "D": {torch.bfloat16}}
     assert all(np.isfinite(v) for v in out.values())
     assert all(p.dtype == torch.float32 for m in models.values() for p in m.parameters())

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import pix2pix, vnet, voxel_gan, xray_ct
-from .pix2pix import CRGANCritic, CRGANGenerator, PatchDiscriminator, Pix2PixGenerator
+from . import crgan, pix2pix, vnet, voxel_gan, xray_ct
+from .crgan import CRGANCritic, CRGANGenerator
+from .pix2pix import PatchDiscriminator, Pix2PixGenerator
 from .vnet import VNet
 from .voxel_gan import VAEIWGAN, CGANDiscriminator, CGANGenerator, ImageEncoder, IWGANCritic, IWGANGenerator
 
@@ -19,6 +20,7 @@ NETWORKS: dict[str, dict] = {
     **xray_ct.NETWORKS,
     **vnet.NETWORKS,
     **pix2pix.NETWORKS,
+    **crgan.NETWORKS,
 }
 
 

@@ -13,7 +13,7 @@ interpolation (:func:`resize_sequences`); masks and sectors by the same interpol
 **Step** (WGAN-GP, Gulrajani et al. 2017, done as the slides did not): each sequence's patient is replaced by the
 *unknown patient* (the embedding's last row) with probability ``unknown_patient_p``; the generator draws a sequence
 from one noise per sequence; sequences are flattened to frames with their patient and stage
-(:func:`voxhelpers.nets.pix2pix.flatten_sequence`) and the linear critic takes one step on
+(:func:`voxhelpers.nets.crgan.flatten_sequence`) and the linear critic takes one step on
 E[D(fake)] − E[D(real)] + λ·GP, the penalty's norm per frame (:func:`voxhelpers.losses.gradient_penalty` on the
 critic with each frame's condition bound). The generator takes one step on −E[D(G(z))] (critic frozen) on every
 ``n_critic``-th batch of the run (the batch counter lives in the checkpoint, so a resumed run repeats an
@@ -211,7 +211,7 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: CRGANConfig, state) -
         ValueError: images not (B, T, 1, S, S) or ``state.step`` < 0.
         FloatingPointError: the critic returned NaN or inf.
     """
-    from ..nets.pix2pix import flatten_sequence
+    from ..nets.crgan import flatten_sequence
 
     G, D, opt_g, opt_d = models["G"], models["D"], optimizers["G"], optimizers["D"]
     real, patient, stages, gen, index = batch["images"], batch["patient"], batch["stages"], state.generator, state.step
