@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -88,11 +89,17 @@ def test_time_calls_counts_calls_and_rejects_bad_arguments():
         bench.time_calls(lambda: None, repeats=0)
 
 
-def test_registry_has_the_cases_and_rejects_duplicates():
+def test_registry_has_the_cases_and_rejects_duplicates(monkeypatch):
     assert {"voxel_cgan_iteration", "voxel_cgan_generator_fwd", "voxel_metrics_1000x80"} <= set(bench.CASES)
     opts = bench.BenchOptions(torch.device("cpu"), quick=True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     rows = bench.CASES["voxel_cgan_iteration"](opts)  # builders are lazy: nothing is built until setup()
     assert [r.fmt for r in rows] == ["channels_last_3d", "contiguous", "channels_last_3d", "channels_last_3d"]
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)  # AMX: a bf16 row too
+    bf16 = bench.CASES["voxel_cgan_iteration"](opts)[-1]
+    assert bf16.fmt == "channels_last_3d, bf16" and bf16.peak_kind == "bf16" and "--precision auto" in bf16.notes
+    out = bf16.setup()()  # it runs (emulated where the CPU has no AMX)
+    assert np.isfinite(out["loss_d"]) and np.isfinite(out["loss_g"])
     assert "fast_paths(False)" in rows[2].notes and "fast_paths" not in rows[0].notes
     # the backend this CPU does not pick
     other = next(b for b in fast_conv3d.GEMM_BACKENDS if b != fast_conv3d.GEMM_BACKEND)

@@ -296,3 +296,39 @@ def test_iwgan_step_errors():
         models["D"].fc.bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="NaN or inf"):
         iwgan_step(models, opts, {"voxels": real}, CFG, _state(1))
+
+
+class _SpyCritic(nn.Module):
+    """Wraps a critic and keeps every input it judges."""
+
+    def __init__(self, critic):
+        super().__init__()
+        self.critic, self.seen = critic, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.critic(x)
+
+
+def test_iwgan_augmentation_shows_the_critic_augmented_grids_with_empty_voxels_shifted_in():
+    models, opts, real = _tiny()
+    spy = _SpyCritic(models["D"])
+    models["D"] = spy
+    iwgan_step(models, opts, {"voxels": real}, CFG, _state(1))  # default: the real grids themselves
+    assert torch.equal(spy.seen[0], voxels_to_tanh(real))
+    spy.seen.clear()
+    cfg = dataclasses.replace(CFG, augment="translate+cutout")
+    before = [p.detach().clone() for p in models["G"].parameters()]
+    out = iwgan_step(models, opts, {"voxels": real}, cfg, _state(0))
+    seen_real = spy.seen[0]
+    # in tanh space still {-1, 1}: what comes in (shifted in, cut out) is empty (−1), never the 0 of "half full"
+    assert set(seen_real.unique().tolist()) <= {-1.0, 1.0}
+    assert (seen_real > 0).sum() < (real > 0).sum() and not torch.equal(seen_real, voxels_to_tanh(real))
+    assert math.isfinite(out["loss_g"]) and out["loss_gp"] >= 0
+    assert all(not torch.equal(a, p) for a, p in zip(before, models["G"].parameters(), strict=True))  # G learned
+    with pytest.raises(ValueError, match="augment must be"):
+        IWGANConfig(augment="rotate")
+    with pytest.raises(ValueError, match="augment_p"):
+        IWGANConfig(augment="cutout", augment_p=2.0)
+    with pytest.raises(ValueError, match="generation only|reconstruction system takes none"):
+        VAEIWGANConfig(augment="cutout")

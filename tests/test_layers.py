@@ -111,6 +111,23 @@ def test_fast_paths_are_taken_and_others_fall_back(monkeypatch):
     assert len(calls) == 6
 
 
+
+def test_fast_paths_step_aside_under_cpu_autocast_and_for_bf16_tensors():
+    """Under CPU bf16 autocast (the precision option) and for bf16 inputs every layer runs the parent's forward —
+    oneDNN's bf16 kernels — and gives exactly the plain layer's result; outside it the fast path again."""
+    torch.manual_seed(0)
+    layers = [(FastConvTranspose3d(7, 1, 4, 2, 1), nn.ConvTranspose3d, torch.randn(2, 7, 4, 4, 4)),
+              (FastConv3d(FEW, 3, 4, 2, 1), nn.Conv3d, torch.randn(2, FEW, 4, 4, 4)),
+              (FastConv3d(7, 3, 4, 2, 1), nn.Conv3d, torch.randn(2, 7, 2, 2, 2))]
+    for fast, parent, x in layers:
+        assert fast.fast_path(x) is not None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert fast.fast_path(x) is None
+            out = fast(x)
+            plain = parent.forward(fast, x)
+        assert out.dtype == torch.bfloat16 and torch.equal(out, plain)
+        assert fast.fast_path(x.bfloat16()) is None and fast.fast_path(x) is not None
+
 def test_gemm_backends_compute_the_same_product():
     """``_mm_nt`` (x · wᵀ + bias) on either backend equals a float64 reference, for views of any strides."""
     torch.manual_seed(3)

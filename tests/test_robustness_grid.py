@@ -28,6 +28,7 @@ def test_each_command_parses_into_its_recipe():
         cfg = VoxelCGANConfig.for_profile("cpu", **given_config(args, VoxelCGANConfig))
         recipe, cell = args.out.split("/")[-2:]
         assert cfg.condition == "onehot" and cfg.consistency == 12 and cfg.consistency_start == 0.75
+        assert cfg.precision == "auto"  # every cell in the same arithmetic
         assert cell == f"{cfg.category}_s{cfg.seed}" and cfg.category in CATEGORIES
         assert (cfg.augment, cfg.r1, cfg.d_norm) == {"shipped": ("none", 0.0, "batch"),
                                                      "diffaug": ("translate+cutout", 0.0, "batch"),

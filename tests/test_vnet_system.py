@@ -215,8 +215,11 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     assert resolve_precision("cpu", "auto") == "bf16"
     with autocast_for("cpu", "auto"):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    with autocast_for("cpu"):  # None: the GAN systems' rule, CPU stays fp32
+    with autocast_for("cpu"):  # None is "cuda": the GAN systems' rule, CPU stays fp32
         assert not torch.is_autocast_enabled("cpu")
+    with autocast_for("cpu", "cuda"):
+        assert not torch.is_autocast_enabled("cpu")
+    assert resolve_precision("cuda", "cuda") == "bf16" and resolve_precision("cpu", "cuda") == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("cpu", "fp16")
 

@@ -70,6 +70,30 @@ def test_robust_step_runs_with_spectral_norm_augmentation_and_r1():
         assert float(sigma) == pytest.approx(1.0, abs=0.15)
 
 
+
+def test_bf16_precision_runs_both_networks_in_bf16_with_r1_and_keeps_fp32_weights():
+    """``precision="bf16"`` (what ``auto`` means on a CPU with AMX): G's and D's convolutions compute in bf16 (the
+    fast paths step aside), R1's double backward still works, weights and losses stay fp32; the default ``cuda``
+    leaves the CPU in fp32."""
+    torch.manual_seed(0)
+    models = {"G": CGANGenerator(channels=(16, 8, 8, 4)),
+              "D": CGANDiscriminator(channels=(4, 8, 8, 16), output="logits")}
+    opts = {k: torch.optim.Adam(m.parameters(), 1e-3, betas=(0.5, 0.999)) for k, m in models.items()}
+    seen = {"G": set(), "D": set()}
+    for key, m in models.items():
+        for conv in (c for c in m.modules() if isinstance(c, (nn.Conv3d, nn.ConvTranspose3d))):
+            conv.register_forward_hook(lambda mod, i, o, k=key: seen[k].add(o.dtype))
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in models.items()}
+    out = step(models, opts, _batch(), _cfg(loss="bce", r1=1.0, precision="bf16"), _state(models, opts))
+    assert seen == {"G": {torch.bfloat16}, "D": {torch.bfloat16}}
+    assert out["loss_r1"] > 0 and all(np.isfinite(v) for v in out.values())
+    for k, m in models.items():
+        assert all(p.dtype == torch.float32 for p in m.parameters())
+        assert any(not torch.equal(a, p) for a, p in zip(before[k], m.parameters(), strict=True)), k
+    seen = {"G": set(), "D": set()}
+    step(models, opts, _batch(), _cfg(loss="bce"), _state(models, opts))
+    assert _cfg().precision == "cuda" and seen == {"G": {torch.float32}, "D": {torch.float32}}
+
 def test_augmentation_changes_what_d_sees_and_nothing_else_by_default():
     seen = []
 

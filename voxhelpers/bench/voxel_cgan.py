@@ -11,8 +11,9 @@ import torch
 from .core import _FORMATS, BenchCase, BenchOptions, _random_grids, register_case
 
 
-def _voxel_cgan_models(opts: BenchOptions, fmt: str):
-    """The seed's G and D (``get_system("voxel_cgan").build``, channels-last-3d), converted to ``fmt``.
+def _voxel_cgan_models(opts: BenchOptions, fmt: str, precision: str = "cuda"):
+    """The seed's G and D (``get_system("voxel_cgan").build``, channels-last-3d), converted to ``fmt``; the config's
+    training arithmetic ``precision`` (default: bf16 autocast on CUDA only).
 
     Returns:
         ``(system, cfg, {"G": G, "D": D})``: the EMA copy ``build`` also makes is dropped (the step never updates
@@ -23,7 +24,7 @@ def _voxel_cgan_models(opts: BenchOptions, fmt: str):
 
     system = get_system("voxel_cgan")
     torch.manual_seed(opts.seed)
-    cfg = VoxelCGANConfig()
+    cfg = VoxelCGANConfig(precision=precision)
     models = system.build(cfg, opts.device)
     models = {"G": models["G"], "D": models["D"]}
     if fmt != "channels_last_3d":
@@ -47,17 +48,19 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
     gate (``state.extra["gate"]``) is reset to zero before every call so both D steps always run. One row per memory
     format, a third with the layers' CPU fast paths off (:func:`voxhelpers.nets.fast_conv3d.fast_paths`) and, on
     CPU, a fourth with their GEMMs on the backend this CPU does not pick
-    (:func:`voxhelpers.nets.fast_conv3d.gemm_backend`), to show what each brings in the same run. With 80
-    training shapes one iteration is one epoch, so the channels-last row also projects the seed's 401-epoch run; it
-    also splits its time into the matrix products and convolutions and the rest (``BenchCase.split``).
+    (:func:`voxhelpers.nets.fast_conv3d.gemm_backend`) and, where the CPU computes bf16 natively (AMX), a fifth
+    under bf16 autocast (``--precision auto``; the fast paths step aside), to show what each brings in the same run.
+    With 80 training shapes one iteration is one epoch, so the channels-last rows also project the seed's 401-epoch
+    run; the first also splits its time into the matrix products and convolutions and the rest (``BenchCase.split``).
     """
     batch = 4 if opts.quick else 80
 
-    def make(fmt: str, fast: bool = True, backend: str | None = None) -> Callable[[], Callable[[], object]]:
+    def make(fmt: str, fast: bool = True, backend: str | None = None,
+             precision: str = "cuda") -> Callable[[], Callable[[], object]]:
         def setup() -> Callable[[], object]:
             from ..nets.fast_conv3d import fast_paths, gemm_backend
 
-            system, cfg, models = _voxel_cgan_models(opts, fmt)
+            system, cfg, models = _voxel_cgan_models(opts, fmt, precision)
             models["G"].train(), models["D"].train()
             optimizers = system.optimizers(cfg, models)
             real = _random_grids((batch, cfg.n_conditions, 1, 32, 32, 32), opts.seed).float()
@@ -99,6 +102,12 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
         rows.append(BenchCase("voxel_cgan_iteration", make("channels_last_3d", backend=other), batch, batch,
                               "channels_last_3d", peak_kind=peak_kind,
                               notes=notes + f"; the fast paths' GEMMs on the other backend (gemm_backend({other!r}))"))
+        from ..systems.base import native_bf16
+
+        if native_bf16(opts.device):  # a CPU with AMX: --precision auto (bf16 autocast; the fast paths step aside)
+            rows.append(BenchCase("voxel_cgan_iteration", make("channels_last_3d", precision="bf16"), batch, batch,
+                                  "channels_last_3d, bf16", peak_kind="bf16", derive=project,
+                                  notes=notes + "; bf16 autocast (--precision auto on AMX), % of the bf16 GEMM peak"))
     return rows
 
 

@@ -35,6 +35,10 @@ class IWGANConfig(Config):
     seed: int = option(0, "weights, shuffling, z, the penalty's ε and the split")
     g_channels: tuple[int, ...] | None = option(None, "generator widths (default: the paper's 256 128 64 32)")
     d_channels: tuple[int, ...] | None = option(None, "critic widths (default: the paper's 32 64 128 256)")
+    augment: str = option("none", "DiffAugment of real and generated grids before the critic (its penalty between "
+                          "the augmented pair): none, or '+'-joined names from flip, translate (1/8), cutout (1/2), "
+                          "empty voxels shifted in (voxhelpers.ops.diffaugment); generation only")
+    augment_p: float = option(1.0, "probability each augmentation applies to a grid (flip: half of it)")
 
     PROFILES = {
         "smoke": {"epochs": 2, "batch_size": 8, "max_shapes": 16, "sample_every": 1},
@@ -55,6 +59,11 @@ class IWGANConfig(Config):
         if self.gp_weight < 0 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
             raise ValueError(f"need gp_weight >= 0, lr > 0 and ema_decay in [0, 1), got {self.gp_weight}, "
                              f"{self.lr}, {self.ema_decay}")
+        from ..ops.diffaugment import parse_policy
+
+        parse_policy(self.augment)
+        if not 0 <= self.augment_p <= 1:
+            raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
 
 
 def iwgan_config(profile: str | None = None, **overrides) -> IWGANConfig:
@@ -112,6 +121,9 @@ class VAEIWGANConfig(IWGANConfig):
         if self.eval_views < 1 or self.retrieval_views < 1:
             raise ValueError(f"eval_views and retrieval_views must be >= 1, got {self.eval_views}, "
                              f"{self.retrieval_views}")
+        if self.augment != "none":
+            raise ValueError(f"augment is for 3D-IWGAN generation; the reconstruction system takes none, got "
+                             f"{self.augment!r}")
         if not 0 < self.val_fraction < 1 or self.holdout <= 0:
             raise ValueError(f"need holdout > 0 and val_fraction in (0, 1) (validation and test both non-empty), "
                              f"got {self.holdout}, {self.val_fraction}")

@@ -45,8 +45,9 @@ def precision_option(default: str) -> Any:
     """The ``precision`` field of a system whose training step may run under bf16 autocast
     (:func:`voxhelpers.systems.base.autocast_for`)."""
     return option(default, "training arithmetic: auto (bf16 autocast where the device computes bf16 natively: "
-                  "CUDA, or a CPU with AMX, 2-4x faster steps there; fp32 elsewhere), bf16 or fp32; prediction and "
-                  "metrics are always fp32", ("auto", "bf16", "fp32"))
+                  "CUDA, or a CPU with AMX, 2-4x faster steps there; fp32 elsewhere), bf16, fp32, or cuda (bf16 on "
+                  "CUDA only, fp32 on every CPU); prediction and metrics are always fp32", ("auto", "bf16", "fp32",
+                                                                                         "cuda"))
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:

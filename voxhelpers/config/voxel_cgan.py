@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..losses.hybrid import HYBRID_LOSSES, VARIANTS
 from ..nets.voxel_gan import CONDITION_MODES
-from .profiles import Config, option
+from .profiles import Config, option, precision_option
 
 #: where training shapes come from: ``"<source>:<name>"`` (see :func:`voxhelpers.data.sources.load_grids`)
 DATA_SOURCES = ("synthevox3d", "modelnet10", "procedural", "npy")
@@ -66,6 +66,7 @@ class VoxelCGANConfig(Config):
                        "et al. 2018); 0: off")
     d_norm: str = option("batch", "D's normalisation: batch (the seed) or spectral (spectral norm on every layer, no "
                          "batch norm; Miyato et al. 2018)", ("batch", "spectral"))
+    precision: str = precision_option("cuda")
     sample_every: int = option(40, "sample sheet and checkpoint every k epochs")
     n_train: int | None = option(None, "use only the first k shapes (default: all)")
     seed: int = option(0, "weights, z and shuffling")

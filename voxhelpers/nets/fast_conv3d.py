@@ -26,8 +26,9 @@ reads the one in use; :func:`gemm_backend` switches it for a block.
 
 Each class subclasses its ``torch.nn`` layer: same parameters, ``state_dict`` keys and results to fp32 rounding
 (tested against the parent's forward and all gradients, on both backends), so existing weights load unchanged. The
-fast paths run only on CPU tensors of their exact shapes, else (CUDA included) the parent's ``forward``; they are
-first-order only (a double backward through them raises), and :func:`fast_paths` turns them off for a block.
+fast paths run only on fp32 CPU tensors of their exact shapes outside CPU autocast, else (CUDA and bf16 included) the
+parent's ``forward``; they are first-order only (a double backward through them raises), and :func:`fast_paths`
+turns them off for a block.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ FEW = 2
 #: side of the coarse grid (2 → 4 transposed, 4 → 2 convolution) whose layers take the channels-last GEMM path
 SMALL = 2
 _K4S2P1 = {"kernel_size": (4, 4, 4), "stride": (2, 2, 2), "padding": (1, 1, 1), "dilation": (1, 1, 1)}
+
+
+def _cpu_fp32(x: torch.Tensor) -> bool:
+    """``x`` on the CPU in fp32 arithmetic: an fp32 tensor and no CPU autocast around (under bf16 autocast the parent
+    layers run oneDNN's bf16 kernels, faster on AMX than any fp32 path)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
 def _is_k4s2p1(m: nn.modules.conv._ConvNd) -> bool:
@@ -311,7 +318,7 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
     def fast_path(self, x: torch.Tensor, output_size: list[int] | None = None) -> str | None:
         """The fast path ``forward(x)`` takes (:data:`CENTRE_TAPS`, :data:`GEMM_FOLD`, :data:`GEMM_COL2IM` or
         :data:`SPLIT_BIAS`), None for the parent's."""
-        if _ENABLED and output_size is None and x.device.type == "cpu" and _cubic(x) and _is_k4s2p1(self):
+        if _ENABLED and output_size is None and _cpu_fp32(x) and _cubic(x) and _is_k4s2p1(self):
             if x.shape[2] == 1:
                 return CENTRE_TAPS
             if self.out_channels <= FEW:
@@ -359,11 +366,11 @@ class FastConv3d(nn.Conv3d):
     def fast_path(self, x: torch.Tensor) -> str | None:
         """The fast path ``forward(x)`` takes (:data:`CENTRE_TAPS`, :data:`GEMM_FOLD_INPUT_GRAD` or
         :data:`IM2COL_GEMM`), None for the parent's; ``x`` with all ``in_channels`` (``extra`` included)."""
-        return self._path(x.shape, x.device)
+        return self._path(x.shape, x)
 
-    def _path(self, shape: tuple[int, ...], device: torch.device) -> str | None:
+    def _path(self, shape: tuple[int, ...], x: torch.Tensor) -> str | None:
         cubic = len(shape) == 5 and shape[2] == shape[3] == shape[4]
-        if _ENABLED and device.type == "cpu" and cubic and shape[2] % 2 == 0 and _is_k4s2p1(self):
+        if _ENABLED and _cpu_fp32(x) and cubic and shape[2] % 2 == 0 and _is_k4s2p1(self):
             if shape[2] == 2:
                 return CENTRE_TAPS
             if self.in_channels <= FEW:
@@ -384,7 +391,7 @@ class FastConv3d(nn.Conv3d):
                     or x.shape[1] + extra.shape[1] != self.in_channels:
                 raise ValueError(f"x {tuple(x.shape)} and extra {tuple(extra.shape)} must hold {self.in_channels} "
                                  "channels of one grid together")
-            if self._path((x.shape[0], self.in_channels, *x.shape[2:]), x.device) == GEMM_FOLD_INPUT_GRAD:
+            if self._path((x.shape[0], self.in_channels, *x.shape[2:]), x) == GEMM_FOLD_INPUT_GRAD:
                 return _ConvFewIn.apply(x, self.weight, self.bias, extra)
             x = _append_channels(x, extra, _format_of(self.weight))
         path = self.fast_path(x)

@@ -141,8 +141,9 @@ def generator_update(optimizer: torch.optim.Optimizer, loss_g: torch.Tensor) -> 
 
 
 #: training arithmetic a config may ask for: ``auto`` (bf16 autocast where the device computes bf16 natively: CUDA, or
-#: a CPU with AMX tiles — 2–4x faster 3D convolutions there; fp32 elsewhere), ``bf16`` or ``fp32``
-PRECISIONS = ("auto", "bf16", "fp32")
+#: a CPU with AMX tiles — 2–4x faster 3D convolutions there; fp32 elsewhere), ``bf16``, ``fp32``, or ``cuda`` (bf16
+#: autocast on CUDA only, fp32 on every CPU: the GAN systems' default, how their shipped weights were trained)
+PRECISIONS = ("auto", "bf16", "fp32", "cuda")
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -162,20 +163,18 @@ def resolve_precision(device: torch.device | str, precision: str) -> str:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
+    if precision == "cuda":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return precision
 
 
 def autocast_for(device: torch.device | str, precision: str | None = None):
-    """The autocast context of a training step. ``precision=None`` (the GAN systems): bf16 autocast on CUDA, a no-op
-    on CPU; otherwise one of ``PRECISIONS`` (``resolve_precision``): bf16 autocast or a no-op context."""
+    """The autocast context of a training step: one of ``PRECISIONS`` (``resolve_precision``) — bf16 autocast or a
+    no-op context; ``None`` is ``"cuda"`` (bf16 autocast on CUDA, a no-op on CPU)."""
     import contextlib
 
     device = torch.device(device)
-    if precision is None:
-        bf16 = device.type == "cuda"
-    else:
-        bf16 = resolve_precision(device, precision) == "bf16"
-    if bf16:
+    if resolve_precision(device, precision or "cuda") == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -15,6 +15,7 @@ import torch
 from ..config.iwgan import IWGANConfig
 from ..losses import adversarial_loss, gradient_penalty
 from ..nets.voxel_gan import voxels_to_tanh
+from ..ops.diffaugment import diff_augment
 from .base import Splits, System, frozen, generator_stepped, sample_z
 
 
@@ -85,6 +86,11 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: IWGANConfig, state) -
     critic updates), with D's parameters frozen: loss_g = −E[D(G(z))]. Runs in fp32 (no autocast: the penalty's
     double backward needs the precision). z and the penalty's ε are drawn on ``state.generator``.
 
+    With ``cfg.augment`` (DiffAugment, Zhao et al. 2020) the critic sees every grid — real or generated, in both
+    steps — augmented in occupancy space (2·T((x + 1)/2) − 1, so what a shift or cutout brings in is empty, −1),
+    each sample its own draw from ``state.generator``; the penalty is taken between the augmented real and
+    generated grids, and G's loss back-propagates through the augmentation.
+
     Args:
         models: ``G`` (z (B, z_dim) → (B, 1, 32, 32, 32) in [−1, 1]) and ``D`` ((B, 1, 32, 32, 32) → (B,)).
         optimizers: ``G`` and ``D`` (the paper: Adam, lr 1e-4, betas (0.5, 0.9)).
@@ -110,9 +116,17 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: IWGANConfig, state) -
         raise ValueError(f"state.step must be the batch index >= 0 (the n_critic schedule reads it), got {index}")
     B, device = real.shape[0], real.device
     x_real = voxels_to_tanh(real.contiguous(memory_format=torch.channels_last_3d)).float()  # {-1, 1}
+
+    def aug(x: torch.Tensor) -> torch.Tensor:  # DiffAugment in occupancy space ([0, 1]: zeros in = empty)
+        if cfg.augment == "none":
+            return x
+        return (2 * diff_augment((x + 1) / 2, cfg.augment, generator, cfg.augment_p) - 1).contiguous(
+            memory_format=torch.channels_last_3d)
+
     # --- critic step: E[D(G(z))] - E[D(x)] + λ·GP, every batch
     with torch.no_grad():
         fake = G(sample_z(B, G.z_dim, generator, device))
+    x_real, fake = aug(x_real), aug(fake)
     d_real, d_fake = D(x_real), D(fake)
     check_scores(d_real.detach(), "real", index)
     check_scores(d_fake.detach(), "generated", index)
@@ -127,7 +141,7 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: IWGANConfig, state) -
     # --- generator step: -E[D(G(z))], every n_critic-th batch, D frozen
     if index % cfg.n_critic == 0:
         with frozen(D):
-            d_gen = D(G(sample_z(B, G.z_dim, generator, device)))
+            d_gen = D(aug(G(sample_z(B, G.z_dim, generator, device))))
             check_scores(d_gen.detach(), "generated", index)
             loss_g = adversarial_loss(d_gen, True, "wgangp")
             opt_g.zero_grad(set_to_none=True)

@@ -136,7 +136,7 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
     B, C = real.shape[:2]
     real = real.float()
     train_d = gate.get("acc", 0.0) < cfg.d_acc_gate  # decided on the previous batch, for every condition
-    device, kind, amp = real.device, D.output, autocast_for(real.device)
+    device, kind, amp = real.device, D.output, autocast_for(real.device, cfg.precision)
     ell = lambda out, t: adversarial_loss(out, t, cfg.loss, kind, cfg.variant)  # noqa: E731
     fmt = memory_format_of(G)
 
