@@ -12,6 +12,7 @@ from voxhelpers.losses import (
     adversarial_loss,
     discriminator_accuracy,
     hybrid_loss,
+    scaled_l1_distance,
     soft_jaccard_distance,
     wgan_critic_loss,
     wgan_generator_loss,
@@ -121,6 +122,31 @@ def test_soft_jaccard_distance_hand_cases_and_binary_iou():
     with pytest.raises(ValueError, match="one shape"):
         soft_jaccard_distance(torch.zeros(2, 8), torch.zeros(2, 9))
 
+
+
+def test_scaled_l1_distance_hand_case_and_shared_mass():
+    """Σ|a − b| / scale: a hand value; the same walls added to both grids leave it unchanged, while the soft Jaccard
+    distance falls (why the consistency term has the l1 choice)."""
+    a = torch.tensor([[1.0, 1, 0, 0], [0.5, 0, 0, 0]])
+    b = torch.tensor([[1.0, 0, 1, 0], [0.25, 0, 0, 0]])
+    assert torch.allclose(scaled_l1_distance(a, b, 4.0), torch.tensor([0.5, 0.0625]))
+    x = torch.zeros(1, 1, 8, 8, 8)
+    y = torch.zeros(1, 1, 8, 8, 8)
+    x[..., 2:4, 2:4, 2:4], y[..., 3:5, 2:4, 2:4] = 1, 1  # two cubes overlapping by half
+    walls = torch.zeros_like(x)
+    walls[..., 0, :, :] = walls[..., -1, :, :] = 1
+    xw, yw = torch.maximum(x, walls), torch.maximum(y, walls)
+    assert torch.equal(scaled_l1_distance(xw, yw, 16.0), scaled_l1_distance(x, y, 16.0))  # 8 / 16
+    assert float(scaled_l1_distance(x, y, 16.0)) == pytest.approx(0.5)
+    assert float(soft_jaccard_distance(xw, yw)) < 0.2 * float(soft_jaccard_distance(x, y))  # 1 − 4/12 → 1 − 132/140
+    p = torch.rand(2, 1, 4, 4, 4, requires_grad=True)
+    scaled_l1_distance(p, torch.rand(2, 1, 4, 4, 4), torch.tensor(3.0, requires_grad=True)).sum().backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="one shape"):
+        scaled_l1_distance(torch.zeros(2, 8), torch.zeros(2, 9), 1.0)
+    for bad in (0.0, -1.0, float("nan"), torch.ones(2)):
+        with pytest.raises(ValueError, match="scale must be one finite number > 0"):
+            scaled_l1_distance(a, b, bad)
 
 # --------------------------------------------------------------------------------------------------
 # adversarial_loss: every mode on hand-worked tensors

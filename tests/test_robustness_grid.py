@@ -30,10 +30,12 @@ def test_each_command_parses_into_its_recipe():
         assert cfg.condition == "onehot" and cfg.consistency == 12 and cfg.consistency_start == 0.75
         assert cfg.precision == "auto"  # every cell in the same arithmetic
         assert cell == f"{cfg.category}_s{cfg.seed}" and cfg.category in CATEGORIES
-        assert (cfg.augment, cfg.r1, cfg.d_norm) == {"shipped": ("none", 0.0, "batch"),
-                                                     "diffaug": ("translate+cutout", 0.0, "batch"),
-                                                     "diffaug_r1": ("translate+cutout", 1.0, "batch"),
-                                                     "robust": ("translate+cutout", 1.0, "spectral")}[recipe]
+        assert (cfg.augment, cfg.r1, cfg.d_norm, cfg.consistency_distance) == {
+            "shipped": ("none", 0.0, "batch", "jaccard"),
+            "diffaug": ("translate+cutout", 0.0, "batch", "jaccard"),
+            "diffaug_l1": ("translate+cutout", 0.0, "batch", "l1"),
+            "diffaug_r1": ("translate+cutout", 1.0, "batch", "jaccard"),
+            "robust": ("translate+cutout", 1.0, "spectral", "jaccard")}[recipe]
     with pytest.raises(ValueError, match="unknown recipes"):
         robustness_commands(recipes=["best"])
 

@@ -57,6 +57,9 @@ class VoxelCGANConfig(Config):
                                 "the pairing step (the shipped recipe: 12; the seed: 0)")
     consistency_start: float = option(0.75, "fraction of the epochs before the consistency term switches on, then a "
                                       "10 %% linear ramp (the shipped recipe: 0.75; the seed has no term)")
+    consistency_distance: str = option("jaccard", "the consistency term's distance: jaccard (1 − soft IoU, the "
+                                       "shipped recipe) or l1 (Σ|a − b| over twice the real shapes' mean occupied "
+                                       "voxels: mass both views share cannot lower it)", ("jaccard", "l1"))
     ema_decay: float = option(0.98, "moving average of G's weights per batch, the model shipped; 0: off (the seed)")
     augment: str = option("none", "DiffAugment of real and generated grids before D: none, or '+'-joined names "
                           "from flip (axis of the condition turns), translate (1/8), cutout (1/2) "

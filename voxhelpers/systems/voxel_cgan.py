@@ -16,7 +16,7 @@ import torch
 from ..config.profiles import eval_budget
 from ..config.voxel_cgan import VoxelCGANConfig
 from ..data.transforms import condition_rotation
-from ..losses import adversarial_loss, discriminator_accuracy, soft_jaccard_distance
+from ..losses import adversarial_loss, discriminator_accuracy, scaled_l1_distance, soft_jaccard_distance
 from ..nets.fast_conv3d import fast_paths
 from ..ops.diffaugment import diff_augment
 from .base import Splits, System, autocast_for, frozen, memory_format_of, sample_z
@@ -104,7 +104,9 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
     with a fresh z). D's parameters are frozen during the G and pairing steps (the same updates, 9 % fewer FLOPs),
     and a gated-off D step runs D without building a graph. With a consistency weight > 0 (not in the seed;
     :func:`consistency_weight` of the epoch) the pairing loss gains that weight × the mean soft Jaccard distance
-    between the turned-back view of each condition c ≥ 1 and that of condition 0 — a differentiable 1 − AVAR.
+    between the turned-back view of each condition c ≥ 1 and that of condition 0 — a differentiable 1 − AVAR — or,
+    with ``cfg.consistency_distance="l1"``, their :func:`~voxhelpers.losses.scaled_l1_distance` over twice the
+    batch's mean occupied voxels (real shapes), which mass both views share cannot lower.
 
     Args:
         models: ``G`` and ``D`` (``D.output`` tells probabilities from logits).
@@ -186,6 +188,11 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
     gate["acc"] = out["acc_d"]
     out["loss_pair"] = float("nan")
     if cfg.pairing and C > 1:
+        if cfg.consistency_distance == "l1":  # over twice the real shapes' mean occupied voxels: a fixed scale
+            scale = 2 * real[:, 0].sum((1, 2, 3, 4)).mean().clamp_min(1.0)
+            distance = lambda a, b: scaled_l1_distance(a, b, scale)  # noqa: E731
+        else:
+            distance = soft_jaccard_distance
         # --- pairing step: all conditions of one z, turned back to condition 0, averaged, judged as c = 0
         losses, distances = [], []
         for _ in range(cfg.pairing_steps):
@@ -199,7 +206,7 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
                 check_scores(d_pair.detach(), "paired", state.step)
                 loss_pair = ell(d_pair, 1.0)
                 if consistency > 0:
-                    dist = torch.stack([soft_jaccard_distance(views[0], v).mean() for v in views[1:]]).mean()
+                    dist = torch.stack([distance(views[0], v).mean() for v in views[1:]]).mean()
                     loss_pair = loss_pair + consistency * dist
                     distances.append(float(dist.detach()))
                 opt_g.zero_grad(set_to_none=True)
