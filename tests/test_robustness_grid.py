@@ -10,7 +10,10 @@ from voxhelpers.cli import _parser, given_config
 from voxhelpers.config import VoxelCGANConfig
 from voxhelpers.reports.robustness import (
     CATEGORIES,
+    IWGAN_RECIPES,
     RECIPES,
+    iwgan_robustness_commands,
+    iwgan_robustness_table,
     robustness_commands,
     robustness_summary,
     robustness_table,
@@ -60,3 +63,28 @@ def test_table_and_summary_count_every_run(tmp_path):
     (run_folder(tmp_path, "robust", "lamp", 0) / "metrics.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="lamp_s0/metrics.json: expected a JSON object"):
         robustness_table(tmp_path, categories=("chair", "lamp"), recipes=("shipped", "robust"))
+
+
+def test_iwgan_grid_commands_parse_and_its_table_has_no_avar(tmp_path):
+    from voxhelpers.config import IWGANConfig
+
+    commands = iwgan_robustness_commands("runs/y")
+    assert len(commands) == len(IWGAN_RECIPES) * len(CATEGORIES) * 2
+    for command in commands:
+        args = _parser().parse_args(shlex.split(command)[4:])
+        cfg = IWGANConfig.for_profile("full", **given_config(args, IWGANConfig))
+        recipe = args.out.split("/")[-2]
+        assert cfg.epochs == 4500 and cfg.ema_decay == 0.99 and cfg.data.split(":")[1] in CATEGORIES
+        assert cfg.augment == {"paper": "none", "diffaug": "translate+cutout"}[recipe]
+    with pytest.raises(ValueError, match="unknown recipes"):
+        iwgan_robustness_commands(recipes=["robust"])
+    for seed, (nna, occ) in enumerate([(0.85, 0.2), (0.95, 0.1)]):
+        folder = run_folder(tmp_path, "diffaug", "sofa", seed)
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"one_nna": nna, "cov": 0.3, "mmd": 0.6,
+                                                         "occupancy_error": occ, "aad_real": 0.5}))
+    table = iwgan_robustness_table(tmp_path, categories=("sofa",), recipes=("paper", "diffaug"))
+    assert "avar" not in table and list(table["meets_aim"]) == [False, False, True, False]
+    summary = robustness_summary(table).set_index("recipe")
+    assert summary.loc["diffaug", ["done", "converged"]].tolist() == [2, 1]
+    assert summary.loc["diffaug", "median one_nna"] == pytest.approx(0.90) and "median avar" not in summary

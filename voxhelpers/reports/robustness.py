@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["CATEGORIES", "RECIPES", "robustness_commands", "robustness_summary", "robustness_table", "run_folder"]
+__all__ = ["CATEGORIES", "IWGAN_RECIPES", "RECIPES", "iwgan_robustness_commands", "iwgan_robustness_table",
+           "robustness_commands", "robustness_summary", "robustness_table", "run_folder"]
 
 #: the six shared SynthEVox3D categories the project never trained on (issue 19)
 CATEGORIES = ("chair", "table", "lamp", "sofa", "rifle", "bench")
@@ -34,6 +35,9 @@ RECIPES = {
 }
 #: what the table reads from each run's metrics.json
 METRICS = ("one_nna", "cov", "mmd", "occupancy_error", "avar", "aad")
+#: 3D-IWGAN generation (issue 19's second grid): the paper's recipe as shipped (EMA 0.99), and with DiffAugment
+IWGAN_RECIPES = {"paper": "--ema-decay 0.99", "diffaug": "--ema-decay 0.99 --augment translate+cutout"}
+IWGAN_METRICS = ("one_nna", "cov", "mmd", "occupancy_error")
 
 
 def run_folder(root: str | Path, recipe: str, category: str, seed: int) -> Path:
@@ -60,6 +64,29 @@ def robustness_commands(root: str | Path = "runs/cpu/robust", categories: Sequen
             for r in recipes for c in categories for s in seeds]
 
 
+def _gather(root: str | Path, categories: Sequence[str], seeds: Sequence[int], recipes: Sequence[str],
+            metrics: Sequence[str]) -> pd.DataFrame:
+    """``recipe, category, seed, done`` and ``metrics`` (NaN where a run has no ``metrics.json`` yet), one row per
+    cell, plus ``converged`` (1-NNA ≤ 0.90; False where not done)."""
+    rows = []
+    for r in recipes:
+        for c in categories:
+            for s in seeds:
+                path = run_folder(root, r, c, s) / "metrics.json"
+                row = {"recipe": r, "category": c, "seed": s, "done": path.is_file(), **dict.fromkeys(metrics)}
+                if row["done"]:
+                    try:
+                        values = json.loads(path.read_text())
+                        row.update({k: float(values[k]) for k in metrics})
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise ValueError(f"{path}: expected a JSON object with {tuple(metrics)}; {exc}") from exc
+                rows.append(row)
+    table = pd.DataFrame(rows)
+    table[list(metrics)] = table[list(metrics)].astype(float)
+    table["converged"] = table["done"] & (table["one_nna"] <= 0.90)
+    return table
+
+
 def robustness_table(root: str | Path, categories: Sequence[str] = CATEGORIES, seeds: Sequence[int] = (0, 1),
                      recipes: Sequence[str] = tuple(RECIPES)) -> pd.DataFrame:
     """Every cell of the grid: ``recipe, category, seed, done`` and :data:`METRICS` (NaN where the run has no
@@ -69,23 +96,38 @@ def robustness_table(root: str | Path, categories: Sequence[str] = CATEGORIES, s
     Raises:
         ValueError: a ``metrics.json`` that is not a JSON object holding the metrics (the file named).
     """
-    rows = []
-    for r in recipes:
-        for c in categories:
-            for s in seeds:
-                path = run_folder(root, r, c, s) / "metrics.json"
-                row = {"recipe": r, "category": c, "seed": s, "done": path.is_file(), **dict.fromkeys(METRICS)}
-                if row["done"]:
-                    try:
-                        metrics = json.loads(path.read_text())
-                        row.update({k: float(metrics[k]) for k in METRICS})
-                    except (ValueError, KeyError, TypeError) as exc:
-                        raise ValueError(f"{path}: expected a JSON object with {METRICS}; {exc}") from exc
-                rows.append(row)
-    table = pd.DataFrame(rows)
-    table[list(METRICS)] = table[list(METRICS)].astype(float)
-    table["converged"] = table["done"] & (table["one_nna"] <= 0.90)
+    table = _gather(root, categories, seeds, recipes, METRICS)
     table["meets_aim"] = table["converged"] & (table["occupancy_error"] <= 0.3) & (table["avar"] >= 0.80)
+    return table
+
+
+def iwgan_robustness_commands(root: str | Path = "runs/full/robust_iwgan", categories: Sequence[str] = CATEGORIES,
+                              seeds: Sequence[int] = (0, 1), recipes: Sequence[str] = tuple(IWGAN_RECIPES),
+                              profile: str = "full", epochs: int = 4500) -> list[str]:
+    """The same grid for 3D-IWGAN generation: one command per (recipe, category, seed) at the shipped SynthEVox3D
+    budget (``epochs`` critic steps of the 64 training shapes, EMA 0.99), each resuming from its checkpoint.
+
+    Raises:
+        ValueError: an unknown recipe (the valid ones listed).
+    """
+    unknown = [r for r in recipes if r not in IWGAN_RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipes {unknown}; expected names from {tuple(IWGAN_RECIPES)}")
+    return [f"VOXHELPERS_PROFILE={profile} python -m voxhelpers train iwgan --data synthevox3d:{c} --seed {s} "
+            f"--epochs {epochs} {IWGAN_RECIPES[r]} --evaluate --out {run_folder(root, r, c, s)}"
+            for r in recipes for c in categories for s in seeds]
+
+
+def iwgan_robustness_table(root: str | Path, categories: Sequence[str] = CATEGORIES, seeds: Sequence[int] = (0, 1),
+                           recipes: Sequence[str] = tuple(IWGAN_RECIPES)) -> pd.DataFrame:
+    """The 3D-IWGAN grid's cells: :data:`IWGAN_METRICS`, ``converged`` (1-NNA ≤ 0.90) and ``meets_aim`` (converged
+    and occupancy error ≤ 0.3; an unconditional model has no AVAR).
+
+    Raises:
+        ValueError: a ``metrics.json`` that is not a JSON object holding the metrics (the file named).
+    """
+    table = _gather(root, categories, seeds, recipes, IWGAN_METRICS)
+    table["meets_aim"] = table["converged"] & (table["occupancy_error"] <= 0.3)
     return table
 
 
@@ -94,5 +136,6 @@ def robustness_summary(table: pd.DataFrame) -> pd.DataFrame:
     done = table[table["done"]]
     out = table.groupby("recipe", sort=False).agg(runs=("seed", "size"), done=("done", "sum"),
                                                   converged=("converged", "sum"), meets_aim=("meets_aim", "sum"))
-    medians = done.groupby("recipe", sort=False)[list(METRICS)].median().add_prefix("median ")
+    metrics = [m for m in METRICS if m in table.columns]  # the cGAN's or 3D-IWGAN's
+    medians = done.groupby("recipe", sort=False)[metrics].median().add_prefix("median ")
     return out.join(medians).reset_index()
