@@ -26,7 +26,6 @@ def soft_jaccard_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -
     return 1.0 - (inter + eps) / (a.sum(1) + b.sum(1) - inter + eps)
 
 
-
 def scaled_l1_distance(a: torch.Tensor, b: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     """Σ |a − b| / ``scale`` per sample: the voxels two occupancy grids disagree on, over a fixed scale.
 
@@ -48,6 +47,7 @@ def scaled_l1_distance(a: torch.Tensor, b: torch.Tensor, scale: float | torch.Te
     if scale.ndim != 0 or not bool(scale > 0) or not bool(torch.isfinite(scale)):
         raise ValueError(f"scale must be one finite number > 0, got {scale}")
     return (a.float() - b.float()).abs().flatten(1).sum(1) / scale.to(a.device)
+
 
 def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(μ, σ²) ‖ N(0, I)) in closed form, summed over latent dims and averaged over the batch.

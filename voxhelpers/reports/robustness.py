@@ -45,6 +45,12 @@ def run_folder(root: str | Path, recipe: str, category: str, seed: int) -> Path:
     return Path(root) / recipe / f"{category}_s{seed}"
 
 
+def _check_recipes(recipes: Sequence[str], known: dict) -> None:
+    unknown = [r for r in recipes if r not in known]
+    if unknown:
+        raise ValueError(f"unknown recipes {unknown}; expected names from {tuple(known)}")
+
+
 def robustness_commands(root: str | Path = "runs/cpu/robust", categories: Sequence[str] = CATEGORIES,
                         seeds: Sequence[int] = (0, 1), recipes: Sequence[str] = tuple(RECIPES),
                         profile: str = "cpu", precision: str = "auto", extra: str = "") -> list[str]:
@@ -55,9 +61,7 @@ def robustness_commands(root: str | Path = "runs/cpu/robust", categories: Sequen
     Raises:
         ValueError: an unknown recipe (the valid ones listed).
     """
-    unknown = [r for r in recipes if r not in RECIPES]
-    if unknown:
-        raise ValueError(f"unknown recipes {unknown}; expected names from {tuple(RECIPES)}")
+    _check_recipes(recipes, RECIPES)
     tail = f" {extra}" if extra else ""
     return [f"VOXHELPERS_PROFILE={profile} python -m voxhelpers train voxel_cgan --data synthevox3d:{c} --seed {s} "
             f"{RECIPES[r]} --precision {precision}{tail} --evaluate --out {run_folder(root, r, c, s)}"
@@ -110,9 +114,7 @@ def iwgan_robustness_commands(root: str | Path = "runs/full/robust_iwgan", categ
     Raises:
         ValueError: an unknown recipe (the valid ones listed).
     """
-    unknown = [r for r in recipes if r not in IWGAN_RECIPES]
-    if unknown:
-        raise ValueError(f"unknown recipes {unknown}; expected names from {tuple(IWGAN_RECIPES)}")
+    _check_recipes(recipes, IWGAN_RECIPES)
     return [f"VOXHELPERS_PROFILE={profile} python -m voxhelpers train iwgan --data synthevox3d:{c} --seed {s} "
             f"--epochs {epochs} {IWGAN_RECIPES[r]} --evaluate --out {run_folder(root, r, c, s)}"
             for r in recipes for c in categories for s in seeds]

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config.profiles import PRECISIONS
+
 
 @dataclass
 class Splits:
@@ -138,12 +140,6 @@ def generator_update(optimizer: torch.optim.Optimizer, loss_g: torch.Tensor) -> 
     optimizer.zero_grad(set_to_none=True)
     loss_g.backward()
     optimizer.step()
-
-
-#: training arithmetic a config may ask for: ``auto`` (bf16 autocast where the device computes bf16 natively: CUDA, or
-#: a CPU with AMX tiles — 2–4x faster 3D convolutions there; fp32 elsewhere), ``bf16``, ``fp32``, or ``cuda`` (bf16
-#: autocast on CUDA only, fp32 on every CPU: the GAN systems' default, how their shipped weights were trained)
-PRECISIONS = ("auto", "bf16", "fp32", "cuda")
 
 
 def native_bf16(device: torch.device | str) -> bool:
