@@ -139,6 +139,12 @@ def test_run_case_pairs_each_call_with_a_probed_peak():
     assert f"{per_call[1]:.1f} % (median" in r.notes
     plain = bench.run_case(case, bench.GemmPeak(10.0, 20.0, 8, "cpu"), repeats=2, device="cpu")
     assert plain.paired_peaks == [] and plain.pct_of_paired_peak is None and "probed" not in plain.notes
+    # the session's peak (20 GFLOP/s, the faster of mm and conv, say measured in a busy moment) is raised to a
+    # faster probe beside the case
+    peaks = iter([1e-3, 30.0, 4e-3])
+    fast = bench.run_case(case, bench.GemmPeak(10.0, 20.0, 8, "cpu"), repeats=3, device="cpu",
+                          probe=lambda kind: next(peaks))
+    assert fast.peak_gflops == 30.0 and r.peak_gflops == 20.0
 
 
 def test_peak_probe_measures_a_plausible_gemm_rate():
