@@ -59,6 +59,55 @@ def test_labelled_mask_drops_a_class_from_numerator_and_weights():
     assert zero.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
 
 
+def test_marginal_losses_hand_worked():
+    # class 2 not annotated in this patient: its voxel is background in the label map, target [0, 1, 1, 0]; the
+    # marginal losses count p_0 + p_2 = 3/4 as the background's probability at every voxel
+    target = torch.tensor([0, 1, 1, 0]).reshape(1, 1, 1, 4)
+    labelled = torch.tensor([[True, True, False]])
+    # focal γ = 2: background voxels (1/4)² ln(4/3), class-1 voxels FL1 as before
+    fl_bg = 0.0625 * math.log(4 / 3)
+    assert focal_loss(LOGITS, target, labelled=labelled).item() == pytest.approx((2 * fl_bg + 2 * FL1) / 4)
+    # plain: background voxels p_t = 1/2 → FL0
+    assert focal_loss(LOGITS, target).item() == pytest.approx((2 * FL0 + 2 * FL1) / 4)
+    # Dice: class 0 I = 2 · 3/4, P = 4 · 3/4, G = 2 → 3/5; class 1 1/3; class 2 dropped → (2/5 + 2/3) / 2 = 8/15
+    loss = soft_dice_loss(LOGITS, target, labelled=labelled, marginal=True, **NO_SMOOTH)
+    assert loss.item() == pytest.approx(8 / 15)
+    assert soft_dice(LOGITS, target, **NO_SMOOTH, marginal=labelled)[0, :2].tolist() == pytest.approx([3 / 5, 1 / 3])
+    with pytest.raises(ValueError, match="needs the labelled mask"):
+        soft_dice_loss(LOGITS, target, marginal=True)
+    with pytest.raises(ValueError, match="bool mask"):
+        focal_loss(LOGITS, target, labelled=torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_marginal_losses_do_not_push_an_unannotated_organ_to_background():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 3, 4, 5, generator=gen)
+    target = torch.randint(0, 4, (2, 3, 4, 5), generator=gen)
+    target[1][target[1] == 3] = 0  # class 3 is not drawn in the second patient: its voxels read background
+    labelled = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    # moving mass between background and the unannotated class at the second patient's background voxels ...
+    swapped = logits.clone()
+    bg = target[1] == 0
+    swapped[1, 0][bg], swapped[1, 3][bg] = logits[1, 3][bg], logits[1, 0][bg]
+    kw = {"weight": [0.5, 1, 2, 3], "alpha": [1, 2, 2, 2], "labelled": labelled}
+    # ... changes nothing for the marginal loss, and changes the plain one (it would teach "not oesophagus")
+    assert dice_focal_loss(swapped, target, marginal=True, **kw).item() == pytest.approx(
+        dice_focal_loss(logits, target, marginal=True, **kw).item(), rel=1e-6)
+    assert dice_focal_loss(swapped, target, **kw).item() != pytest.approx(dice_focal_loss(logits, target, **kw).item())
+    # every class annotated: the marginal losses are the plain ones
+    everywhere = torch.ones(2, 4, dtype=torch.bool)
+    assert focal_loss(logits, target, labelled=everywhere).item() == pytest.approx(focal_loss(logits, target).item())
+    assert soft_dice_loss(logits, target, labelled=everywhere, marginal=True).item() == pytest.approx(
+        soft_dice_loss(logits, target, labelled=everywhere).item())
+    # gradients stay finite; at the second patient's background voxels the background and the unannotated class
+    # move together, in proportion to their probabilities (p_3 / p_0): neither is pushed against the other
+    x = logits.clone().requires_grad_()
+    focal_loss(x, target, labelled=labelled).backward()
+    assert torch.isfinite(x.grad).all()
+    r = x.grad[1, 3][bg] / x.grad[1, 0][bg]
+    assert torch.allclose(r, torch.exp(logits[1, 3][bg] - logits[1, 0][bg]), rtol=1e-4)
+
+
 def test_focal_loss_hand_worked():
     # α = None: (FL0 + 3 FL1) / 4 = (0.17329 + 3 · 0.77979) / 4 = 0.62817
     assert focal_loss(LOGITS, TARGET).item() == pytest.approx((FL0 + 3 * FL1) / 4)

@@ -203,6 +203,33 @@ def test_bf16_precision_runs_the_network_in_bf16_and_keeps_fp32_weights():
     assert any(not torch.equal(a, p) for a, p in zip(before, models["net"].parameters(), strict=True))
 
 
+@pytest.mark.parametrize("unlabelled", ["marginal", "background"])
+def test_step_takes_the_unlabelled_rule_into_both_terms(unlabelled):
+    """organ_b not drawn in the second phantom (its voxels read background): the step's Dice and focal terms are the
+    losses with that rule, on the network's own logits; the two rules differ there (marginal: the default)."""
+    from voxhelpers.losses.segmentation import focal_loss, soft_dice_loss
+
+    assert VNetConfig().unlabelled == "marginal"
+    cfg, cases = _cfg(epochs=1, patch_size=(32, 32, 32), unlabelled=unlabelled), _cases(2)
+    cases[1].labels[cases[1].labels == 2] = 0
+    cases[1].labelled[1] = False
+    system = get_system("vnet")
+    models = system.build(cfg, "cpu")
+    seen = []
+    models["net"].register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    batch = next(iter(torch.utils.data.DataLoader(system.dataset(cfg, cases), batch_size=2)))
+    assert batch["labelled"].tolist() == [[True, True, True], [True, True, False]]
+    optimizers = system.optimizers(cfg, models)
+    out = system.step(models, optimizers, batch, cfg, TrainState(models, optimizers, torch.Generator().manual_seed(0)))
+    logits, y, w = seen[0], batch["labels"], batch["class_weights"][0].float()  # patch = volume: no crop, no flip
+    terms = {rule: (soft_dice_loss(logits, y, w, labelled=batch["labelled"], marginal=rule == "marginal").item(),
+                    focal_loss(logits, y, gamma=cfg.focal_gamma,
+                               labelled=batch["labelled"] if rule == "marginal" else None).item())
+             for rule in ("marginal", "background")}
+    assert (out["loss_dice"], out["loss_focal"]) == pytest.approx(terms[unlabelled], rel=1e-5)
+    assert terms["marginal"][1] < terms["background"][1]  # organ_b's probability no longer counts against it
+
+
 def test_precision_auto_follows_the_hardware(monkeypatch):
     from voxhelpers.systems.base import autocast_for, resolve_precision
 

@@ -35,6 +35,11 @@ class VNetConfig(Config):
     the seed's VNet or one of two peers from MONAI trained identically (``monai_vnet``: MONAI's ``VNet``, which
     hard-codes dropout 0.5 in its up path, MONAI #6116; ``monai_unet``: a residual ``UNet``).
 
+    OpenKBP draws each organ in only some patients (the oesophagus in 71 of 200): with ``unlabelled="marginal"`` the
+    loss never teaches an organ not drawn in a patient to be background there (marginal Dice and focal terms, see
+    :mod:`voxhelpers.losses.segmentation`); ``"background"`` did, and our VNet then lost the oesophagus in two of five
+    folds (docs/vnet.md).
+
     Volumes are resampled to ``spacing`` (image linear, labels nearest; None keeps the source's), then cropped or
     padded to ``volume_shape`` around the body's bounding box (HU > −500); training patches of ``patch_size`` are
     drawn from them, ``pos_fraction`` of them centred on a labelled voxel. Validation predicts whole volumes with a
@@ -75,6 +80,10 @@ class VNetConfig(Config):
     dice_weight: float = option(1.0, "weight of the soft Dice loss")
     focal_weight: float = option(1.0, "weight of the softmax focal loss")
     focal_gamma: float = option(2.0, "γ of the focal loss")
+    unlabelled: str = option("marginal", "an organ not drawn in a patient: marginal (its probability is summed into "
+                             "the background's there, Shi et al. MedIA 2021: never taught to be background) or "
+                             "background (its voxels count as background in both terms, as before 2026-12-01)",
+                             ("marginal", "background"))
     class_weights: str = option("auto", "per-class Dice weights: auto (N / (C·N_c) from the training labels, "
                                 "normalised to mean 1) or none", ("auto", "none"))
     overlap: float = option(0.5, "sliding-window overlap at validation")

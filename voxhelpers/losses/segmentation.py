@@ -60,8 +60,20 @@ def _class_vector(values, n: int, name: str, like: torch.Tensor) -> torch.Tensor
     return v
 
 
+def _merge_mask(labelled, b: int, c: int, device) -> torch.Tensor:
+    """(B, C) bool: the classes whose probability counts as background in sample b — background itself and every
+    class not annotated there (``labelled`` (B, C) bool, True = annotated)."""
+    labelled = torch.as_tensor(labelled, device=device)
+    if tuple(labelled.shape) != (b, c) or labelled.dtype != torch.bool:
+        raise ValueError(f"labelled must be a (B, C) = {(b, c)} bool mask (True where class c is annotated in "
+                         f"sample b), got {labelled.dtype} {tuple(labelled.shape)}")
+    merge = ~labelled
+    merge[:, 0] = True
+    return merge
+
+
 def soft_dice(logits: torch.Tensor, target: torch.Tensor, smooth_nr: float = 1e-5,
-              smooth_dr: float = 1e-5) -> torch.Tensor:
+              smooth_dr: float = 1e-5, marginal: torch.Tensor | None = None) -> torch.Tensor:
     """Soft Dice score per sample and class of softmax probabilities against a label map.
 
     D_bc = (2 Σ p·g + smooth_nr) / (Σ p + Σ g + smooth_dr), sums over the voxels of sample b, p = softmax(logits)
@@ -71,12 +83,21 @@ def soft_dice(logits: torch.Tensor, target: torch.Tensor, smooth_nr: float = 1e-
         logits: (B, C, *S) raw scores.
         target: (B, *S) or (B, 1, *S) integer label map in [0, C).
         smooth_nr, smooth_dr: added to numerator and denominator, ≥ 0 (MONAI's names and defaults).
+        marginal: None, or a (B, C) bool ``labelled`` mask (True where class c is annotated in sample b): the
+            probability of every class not annotated in sample b is then added to its background's, p'_0 = p_0 +
+            Σ_{c not annotated} p_c (the marginal loss of Shi et al., MedIA 2021): background voxels of a patient
+            whose oesophagus was never drawn may be oesophagus. Those classes' own scores are then meaningless (the
+            losses drop them through the same mask).
 
     Returns:
         (B, C) scores in [0, smooth_nr / smooth_dr]; in [0, 1] when smooth_nr ≤ smooth_dr.
     """
     logits, target = _check_inputs(logits, target)
     probs = logits.softmax(1)  # (B, C, *S)
+    if marginal is not None:
+        merge = _merge_mask(marginal, *probs.shape[:2], probs.device)  # (B, C)
+        shape = (*merge.shape, *(1,) * (probs.ndim - 2))
+        probs = torch.cat([(probs * merge.reshape(shape)).sum(1, keepdim=True), probs[:, 1:]], dim=1)
     onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(probs.dtype)  # (B, C, *S)
     dims = tuple(range(2, logits.ndim))
     intersection = (probs * onehot).sum(dims)  # (B, C)
@@ -86,7 +107,7 @@ def soft_dice(logits: torch.Tensor, target: torch.Tensor, smooth_nr: float = 1e-
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight=None, include_background: bool = True,
                    smooth_nr: float = 1e-5, smooth_dr: float = 1e-5,
-                   labelled: torch.Tensor | None = None) -> torch.Tensor:
+                   labelled: torch.Tensor | None = None, marginal: bool = False) -> torch.Tensor:
     """Class-weighted soft Dice loss: Σ_bc m_bc w_c (1 − D_bc) / Σ_bc m_bc w_c, always in [0, 1].
 
     D_bc is :func:`soft_dice`; w_c the class weight; m_bc = 1 when class c is labelled in sample b (the
@@ -104,6 +125,9 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight=None, incl
         include_background: whether class 0 takes part (MONAI's name); when False, class 0 and its weight drop out.
         smooth_nr, smooth_dr: see :func:`soft_dice`; smooth_nr ≤ smooth_dr keeps the loss ≥ 0.
         labelled: (B, C) bool, True where class c is annotated in sample b; None = every class everywhere.
+        marginal: with ``labelled``, the background's Dice takes the probabilities of sample b's unannotated
+            classes as background too (:func:`soft_dice`'s ``marginal``); False: those voxels are plain background,
+            so the background term still pushes an unannotated organ's probability down.
 
     Returns:
         scalar tensor in [0, 1]; 0 (still attached to the graph) when no labelled class has a positive weight.
@@ -115,7 +139,9 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight=None, incl
     if not 0 <= smooth_nr <= smooth_dr:
         raise ValueError(f"need 0 <= smooth_nr <= smooth_dr (else an empty class can score Dice > 1 and the loss go "
                          f"negative), got smooth_nr={smooth_nr}, smooth_dr={smooth_dr}")
-    dice = soft_dice(logits, target, smooth_nr, smooth_dr)  # (B, C)
+    if marginal and labelled is None:
+        raise ValueError("marginal=True needs the labelled mask (which classes each sample annotates)")
+    dice = soft_dice(logits, target, smooth_nr, smooth_dr, labelled if marginal else None)  # (B, C)
     b, c = dice.shape
     w = torch.ones(c, dtype=dice.dtype, device=dice.device) if weight is None else _class_vector(
         weight, c, "weight", dice)
@@ -135,7 +161,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight=None, incl
     return (wm * (1.0 - dice)).sum() / total
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha=None, gamma: float = 2.0) -> torch.Tensor:
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha=None, gamma: float = 2.0,
+               labelled: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax (categorical) focal loss averaged over voxels: mean of −α_t (1 − p_t)^γ log p_t.
 
     p_t is the softmax probability of the true class at a voxel and α_t its class's α (Lin et al., "Focal Loss for
@@ -149,6 +176,10 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha=None, gamma: fl
         target: (B, *S) or (B, 1, *S) integer label map in [0, C).
         alpha: None (1 for every class), a scalar ≥ 0, or per-class (C,) ≥ 0 weights (background included).
         gamma: focusing exponent ≥ 0 (the seed: 2).
+        labelled: None, or (B, C) bool, True where class c is annotated in sample b: the marginal focal loss. At a
+            background voxel of sample b, p_t is then p_0 + Σ_{c not annotated in b} p_c (Shi et al., "Marginal
+            loss and exclusion loss for partially supervised multi-organ segmentation", MedIA 2021): an organ nobody
+            drew in that patient is not taught to be background. None: every voxel's label is the truth.
 
     Returns:
         scalar tensor ≥ 0 (in nats), the mean over the B · |S| voxels.
@@ -159,7 +190,12 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha=None, gamma: fl
     if not gamma >= 0:
         raise ValueError(f"gamma must be >= 0, got {gamma!r}")
     logits, target = _check_inputs(logits, target)
-    log_pt = logits.log_softmax(1).gather(1, target.unsqueeze(1)).squeeze(1)  # (B, *S), log p of the true class
+    log_p = logits.log_softmax(1)  # (B, C, *S)
+    log_pt = log_p.gather(1, target.unsqueeze(1)).squeeze(1)  # (B, *S), log p of the true class
+    if labelled is not None:  # background voxels: log of the background's and the unannotated classes' summed p
+        merge = _merge_mask(labelled, *log_p.shape[:2], log_p.device)
+        merged = log_p.masked_fill(~merge.reshape(*merge.shape, *(1,) * (log_p.ndim - 2)), float("-inf"))
+        log_pt = torch.where(target == 0, merged.logsumexp(1), log_pt)
     if gamma == 0:
         loss = -log_pt  # (B, *S)
     else:  # 1 − p_t, kept off 0 so that (1 − p_t)^γ has a finite gradient for γ < 1 where p_t rounds to 1
@@ -178,12 +214,13 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha=None, gamma: fl
 def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, weight=None, alpha=None, gamma: float = 2.0,
                     lambda_dice: float = 1.0, lambda_focal: float = 1.0, include_background: bool = True,
                     smooth_nr: float = 1e-5, smooth_dr: float = 1e-5,
-                    labelled: torch.Tensor | None = None) -> torch.Tensor:
+                    labelled: torch.Tensor | None = None, marginal: bool = False) -> torch.Tensor:
     """λ_dice · :func:`soft_dice_loss` + λ_focal · :func:`focal_loss`, the seed's objective made sound.
 
-    The seed used class weights on the Dice term and a categorical focal term with α 0.25, γ 2. ``labelled`` and
-    ``include_background`` apply to the Dice term only: the focal term is a mean over voxels, where every voxel has
-    exactly one true class (a class not annotated in a patient is background there).
+    The seed used class weights on the Dice term and a categorical focal term with α 0.25, γ 2. ``labelled`` drops
+    unannotated classes from the Dice term; with ``marginal`` both terms also count their probability as background
+    (a partially labelled patient's background may hold them); without it the focal term takes every voxel's label
+    as the truth (a class not annotated in a patient is background there). ``include_background``: Dice term only.
 
     Args:
         logits: (B, C, *S) raw scores.
@@ -192,15 +229,15 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, weight=None, alp
         alpha: focal α: None, scalar or (C,).
         gamma: focal γ ≥ 0.
         lambda_dice, lambda_focal: term weights ≥ 0.
-        include_background, smooth_nr, smooth_dr, labelled: see :func:`soft_dice_loss`.
+        include_background, smooth_nr, smooth_dr, labelled, marginal: see :func:`soft_dice_loss`.
 
     Returns:
         scalar tensor ≥ 0 (≤ λ_dice + λ_focal · the focal term).
     """
     if lambda_dice < 0 or lambda_focal < 0:
         raise ValueError(f"lambda_dice and lambda_focal must be >= 0, got {lambda_dice} and {lambda_focal}")
-    dice = soft_dice_loss(logits, target, weight, include_background, smooth_nr, smooth_dr, labelled)
-    return lambda_dice * dice + lambda_focal * focal_loss(logits, target, alpha, gamma)
+    dice = soft_dice_loss(logits, target, weight, include_background, smooth_nr, smooth_dr, labelled, marginal)
+    return lambda_dice * dice + lambda_focal * focal_loss(logits, target, alpha, gamma, labelled if marginal else None)
 
 
 def class_weights_from_labels(labels, n_classes: int) -> torch.Tensor:

@@ -156,8 +156,10 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VNetConfig, state) ->
         group["lr"] = learning_rate(cfg, state.epoch)
     with autocast_for(x.device, cfg.precision):
         logits = net(x)
-    dice = soft_dice_loss(logits, y, weight=batch["class_weights"][0].float(), labelled=batch["labelled"])
-    focal = focal_loss(logits, y, gamma=cfg.focal_gamma)
+    marginal = cfg.unlabelled == "marginal"
+    dice = soft_dice_loss(logits, y, weight=batch["class_weights"][0].float(), labelled=batch["labelled"],
+                          marginal=marginal)
+    focal = focal_loss(logits, y, gamma=cfg.focal_gamma, labelled=batch["labelled"] if marginal else None)
     loss = cfg.dice_weight * dice + cfg.focal_weight * focal
     if not torch.isfinite(loss):
         terms = f"Dice {float(dice.detach()):.4g}, focal {float(focal.detach()):.4g}"
