@@ -125,3 +125,17 @@ def test_the_ports_differ_from_ours_only_where_the_notes_say():
         assert len(rows) == 2 and all(r.count for r in rows)
     notes = bench.CASES["pix2pix_step_256"](opts)[0].notes
     assert "nn.BCELoss" in notes and "no augmentation" in notes
+
+
+def test_crgan_cycle_rows_follow_the_hardware():
+    """The CRGAN cycle's fp32 row always, its bf16 row where the CPU computes bf16 natively; both measured (a finite
+    time, counted FLOPs), and the bf16 row names its time over the fp32 row's."""
+    from voxhelpers.systems.base import native_bf16
+
+    report = bench.run_benchmarks(["crgan_cycle"], repeats=1, quick=True, device="cpu")
+    assert [r.fmt for r in report.results] == (["fp32", "bf16"] if native_bf16("cpu") else ["fp32"])
+    for r in report.results:
+        assert all(math.isfinite(s) and s > 0 for s in r.seconds) and r.flops > 0
+    assert "reference row" in report.results[0].notes
+    if len(report.results) == 2:
+        assert "ours / fp32 time" in report.results[1].notes

@@ -168,12 +168,14 @@ def test_step_reports_and_resumed_run_equals_uninterrupted_run(tmp_path):
     assert a.shipped == "G_ema"
 
 
-def test_tiny_crgan_learns_stage_brightness():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tiny_crgan_learns_stage_brightness(precision):
     """Four sequences of three stages whose brightness is the stage's (40, 128, 215 ± 15 → 0.16, 0.50, 0.84), 200
     batches (40 generator steps, lr 2e-3): the generated per-stage mean brightness, 0.40 for every stage at
     initialisation (mean |error| 0.26), ends within a quarter of that error (measured: 0.012) and increases with the
-    stage — the stage embedding, through the LSTM, sets the brightness."""
-    cfg = _cfg(epochs=200, batch_size=4, lr=2e-3, ema_decay=0.0, unknown_patient_p=0.0)
+    stage — the stage embedding, through the LSTM, sets the brightness. Under bf16 autocast too (the penalty's
+    double backward through bf16 layers)."""
+    cfg = _cfg(epochs=200, batch_size=4, lr=2e-3, ema_decay=0.0, unknown_patient_p=0.0, precision=precision)
     data, system = _sequences(), get_system("crgan")
     torch.manual_seed(0)
     start = generate(system.build(cfg, "cpu")["G"], np.arange(4), 3, eval_noise(cfg, 4)).mean(axis=(0, 1, 3, 4))
@@ -185,6 +187,22 @@ def test_tiny_crgan_learns_stage_brightness():
     assert after < 0.25 * before, (start, end, truth)
     assert end[0] < end[1] < end[2]
     assert np.isfinite(result.history["wasserstein"]).all() and result.history["wasserstein"].abs().max() < 50
+
+
+def test_bf16_precision_runs_both_networks_in_bf16_and_keeps_fp32_weights():
+    cfg, data, system = _cfg(precision="bf16"), _sequences(), get_system("crgan")
+    models = system.build(cfg, "cpu")
+    optimizers = system.optimizers(cfg, models)
+    seen = {k: [] for k in ("G", "D")}
+    for k in seen:
+        models[k].register_forward_hook(lambda m, i, o, k=k: seen[k].append(o.dtype))
+    batch = next(iter(torch.utils.data.DataLoader(system.dataset(cfg, data), batch_size=2)))
+    state = SimpleNamespace(step=0, generator=torch.Generator().manual_seed(0))
+    out = system.step(models, optimizers, batch, cfg, state)  # batch 0: a critic and a generator step
+    assert set(seen["G"]) == {torch.bfloat16} and set(seen["D"]) == {torch.bfloat16} and len(seen["G"]) == 2
+    assert all(np.isfinite(out[k]) for k in ("loss_d", "loss_gp", "wasserstein", "loss_g"))
+    assert all(p.dtype == torch.float32 for k in ("G", "D") for p in models[k].parameters())
+    assert crgan_config("cpu").precision == "cuda"  # the shipped weights' arithmetic: fp32 on every CPU
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,7 +12,12 @@ augmentation off), so the comparison is between two ways of writing one step.
 ``pix2pix_inference``: images/s of the generator in eval mode under ``no_grad``, 8 images of 256² per call, for
 MONAI's ``UNet`` peer (:class:`voxhelpers.nets.pix2pix.MonaiUNet2D`, the same widths) and for our U-Net.
 
-``--quick``: the ``smoke`` profile's widths at 64².
+``crgan_cycle``: one generator step's worth of CRGAN batches (``n_critic`` = 5 critic steps, the first with the
+generator step) at the ``cpu`` profile's sizes (16 sequences × 6 stages of 64², G and critic widths 32…256), fp32;
+where the device computes bf16 natively (CUDA, a CPU with AMX) a second row under bf16 autocast (``--precision
+auto``), its notes giving its time over the fp32 row's.
+
+``--quick``: the ``smoke`` profile's widths (at 64² for Pix2Pix, 32² for the CRGAN).
 """
 
 from __future__ import annotations
@@ -170,4 +175,50 @@ def _pix2pix_inference(opts: BenchOptions) -> list[BenchCase]:
                               notes=f"{what}, widths {'-'.join(map(str, cfg.channels))} ({profile} profile); eval "
                                     f"mode, no_grad, {INFERENCE_BATCH} one-channel {cfg.size}² images per call; fp32; "
                                     "samples/s = images/s", derive=derive))
+    return rows
+
+
+@register_case("crgan_cycle")
+def _crgan_cycle(opts: BenchOptions) -> list[BenchCase]:
+    """``n_critic`` CRGAN batches (one generator step) on random sequences at the ``cpu`` profile's sizes (``smoke``
+    with ``quick``): fp32, then bf16 autocast where the device computes bf16 natively."""
+    from ..config.crgan import crgan_config
+    from ..systems import get_system
+    from ..systems.base import native_bf16
+    from ..training.state import TrainState
+
+    profile = _profile(opts)
+    system = get_system("crgan")
+    remember, ratio = ratio_rows("fp32")
+    rows = []
+    for precision, derive in (("fp32", remember), ("bf16", ratio)):
+        if precision == "bf16" and not native_bf16(opts.device):
+            continue
+        cfg = crgan_config(profile, precision=precision)
+        s, t, b = cfg.image_size, cfg.n_stages, cfg.batch_size
+
+        def setup(cfg=cfg) -> Callable[[], object]:
+            torch.manual_seed(opts.seed)
+            models = system.build(cfg, opts.device)
+            optimizers = system.optimizers(cfg, models)
+            state = TrainState(models, optimizers, torch.Generator().manual_seed(opts.seed))
+            g = torch.Generator().manual_seed(opts.seed)
+            batch = {"images": (torch.rand(b, t, 1, s, s, generator=g) * 2 - 1).to(opts.device),
+                     "patient": torch.randint(0, cfg.unknown_patient, (b,), generator=g).to(opts.device),
+                     "stages": torch.arange(t).expand(b, t).to(opts.device)}
+
+            def call() -> None:
+                for i in range(cfg.n_critic):  # the first batch of a cycle takes the generator step
+                    state.step = i
+                    system.step(models, optimizers, batch, cfg, state)
+
+            return call
+
+        rows.append(BenchCase(
+            "crgan_cycle", setup, b * t, b * t, precision, peak_kind=precision, derive=derive,
+            notes=f"{profile} profile: {cfg.n_critic} WGAN-GP critic steps + 1 generator step on {b} sequences × {t} "
+                  f"stages of {s}² (G {cfg.g_channels}…{cfg.max_channels}, LSTM {cfg.hidden_dim}, critic "
+                  f"{cfg.d_channels}…{cfg.max_channels}); " + ("fp32" if precision == "fp32" else
+                                                                 "bf16 autocast (--precision auto), % of the bf16 "
+                                                                 "GEMM peak") + "; samples/s = frames/s"))
     return rows

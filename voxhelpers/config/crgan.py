@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .profiles import Config, option
+from .profiles import Config, option, precision_option
 
 #: where sequences come from: ``brvo:octa500`` — SIMULATED BRVO sequences (:mod:`voxhelpers.data.brvo`) built from
 #: the real OCTA-500 3 mm images; training from our OCTA-500 train split, evaluation from its test split (the
@@ -68,6 +68,7 @@ class CRGANConfig(Config):
     batch_size: int = option(32, "sequences per step (the seed: 32); the critic sees batch_size × n_stages frames")
     lr: float = option(1e-4, "Adam learning rate of both networks (the seed: 1e-4)")
     betas: tuple[float, float] = option((0.5, 0.9), "Adam betas of both (WGAN-GP's DCGAN setting)")
+    precision: str = precision_option("cuda")
     ema_decay: float = option(0.99, "moving average of G's weights per generator step; evaluated and shipped (0: off)")
     eval_draws: int = option(4, "noise draws per held-out sequence in evaluation (metrics are their mean)")
     sample_every: int = option(50, "sample sheet and checkpoint every k epochs")
