@@ -230,6 +230,22 @@ def test_step_takes_the_unlabelled_rule_into_both_terms(unlabelled):
     assert terms["marginal"][1] < terms["background"][1]  # organ_b's probability no longer counts against it
 
 
+def test_configs_from_before_the_marginal_loss_keep_the_background_rule(tmp_path):
+    """A card or checkpoint without ``unlabelled`` trained with the old rule: read back as ``background``, and a new
+    run (``marginal`` by default) refuses to resume such a checkpoint, naming the field."""
+    from voxhelpers.config import project_root
+    from voxhelpers.inference.pretrained import card_config, read_card
+
+    old = {k: v for k, v in _cfg().to_dict().items() if k != "unlabelled"}
+    assert VNetConfig.from_dict(old).unlabelled == "background"
+    assert card_config(read_card(project_root() / "models/vnet/vnet_fold0.json")).unlabelled == "background"
+    cfg, cases = _cfg(epochs=1, unlabelled="background"), _cases(2)
+    fit("vnet", cfg, tmp_path, "cpu", data=cases, progress=False)
+    with pytest.raises(ValueError, match="unlabelled"):
+        fit("vnet", dataclasses.replace(cfg, unlabelled="marginal", epochs=2), tmp_path, "cpu", data=cases,
+            progress=False)
+
+
 def test_precision_auto_follows_the_hardware(monkeypatch):
     from voxhelpers.systems.base import autocast_for, resolve_precision
 

@@ -161,6 +161,14 @@ class VNetConfig(Config):
         """Output channels: background + the foreground classes."""
         return 1 + len(self.class_names)
 
+    @classmethod
+    def upgrade(cls, values: dict) -> dict:
+        """Cards and checkpoints written before 2026-12-01 have no ``unlabelled``: they trained with the rule of that
+        time, ``background`` (a resumed run keeps it; a new run gets ``marginal``)."""
+        values = dict(values)
+        values.setdefault("unlabelled", "background")
+        return values
+
 
 def parse_label_map(text: str | None) -> dict[int, int] | None:
     """``'5:1,2:2'`` → ``{5: 1, 2: 2}``; None stays None.
