@@ -259,7 +259,7 @@ def run_benchmarks(names: Sequence[str] | None = None, repeats: int = 3, quick: 
         say(f"  mm {again.mm_gflops:.1f}, conv {again.conv_gflops:.1f} GFLOP/s")
         peak = best_peak(peak, again)
         for r in results:
-            r.peak_gflops = _case_peak(peak, r.peak_kind, r.paired_peaks or ())
+            r.peak_gflops = _case_peak(peak, r.peak_kind, r.paired_peaks)
     cpu1 = _cpu_busy_seconds()
     other = None if cpu0 is None or cpu1 is None else max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]))
     return BenchReport(peak, results, device, repeats, quick, time.perf_counter() - t0, other, retained)

@@ -197,7 +197,7 @@ def _crgan_cycle(opts: BenchOptions) -> list[BenchCase]:
         cfg = crgan_config(profile, precision=precision)
         s, t, b = cfg.image_size, cfg.n_stages, cfg.batch_size
 
-        def setup(cfg=cfg) -> Callable[[], object]:
+        def setup(cfg=cfg, s=s, t=t, b=b) -> Callable[[], object]:
             torch.manual_seed(opts.seed)
             models = system.build(cfg, opts.device)
             optimizers = system.optimizers(cfg, models)

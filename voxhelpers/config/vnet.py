@@ -37,8 +37,8 @@ class VNetConfig(Config):
 
     OpenKBP draws each organ in only some patients (the oesophagus in 71 of 200): with ``unlabelled="marginal"`` the
     loss never teaches an organ not drawn in a patient to be background there (marginal Dice and focal terms, see
-    :mod:`voxhelpers.losses.segmentation`); ``"background"`` did, and our VNet then lost the oesophagus in two of five
-    folds (docs/vnet.md).
+    :mod:`voxhelpers.losses.segmentation`); ``"background"`` did. At the ``cpu`` budget our VNet misses the oesophagus
+    in two folds of five under either rule (docs/vnet.md): the marginal rule is the sound one, not a cure for that.
 
     Volumes are resampled to ``spacing`` (image linear, labels nearest; None keeps the source's), then cropped or
     padded to ``volume_shape`` around the body's bounding box (HU > −500); training patches of ``patch_size`` are
