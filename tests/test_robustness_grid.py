@@ -59,6 +59,19 @@ def test_table_and_summary_count_every_run(tmp_path):
     assert summary.loc["shipped", ["runs", "done", "converged", "meets_aim"]].tolist() == [4, 2, 1, 1]
     assert summary.loc["robust", ["runs", "done", "converged", "meets_aim"]].tolist() == [4, 2, 2, 1]
     assert summary.loc["robust", "median one_nna"] == pytest.approx(0.75)
+    # an earlier session's table fills the cells whose folders are gone; a run here replaces its row
+    earlier = table.copy()
+    earlier.loc[(earlier["recipe"] == "robust") & (earlier["category"] == "chair") & (earlier["seed"] == 1),
+                "one_nna"] = 0.99
+    earlier.loc[(earlier["recipe"] == "shipped") & (earlier["category"] == "lamp") & (earlier["seed"] == 0),
+                ["done", "one_nna", "cov", "mmd", "occupancy_error", "avar", "aad"]] = [True, 0.5, .5, .2, .1, .9, .1]
+    earlier.to_csv(tmp_path / "earlier.csv", index=False)
+    merged = robustness_table(tmp_path, categories=("chair", "lamp"), recipes=("shipped", "robust"),
+                              previous=tmp_path / "earlier.csv").set_index(["recipe", "category", "seed"])
+    assert merged["done"].sum() == 5 and bool(merged.loc[("shipped", "lamp", 0), "meets_aim"])
+    assert merged.loc[("robust", "chair", 1), "one_nna"] == pytest.approx(0.70)  # the run folder wins
+    with pytest.raises(ValueError, match="missing columns"):
+        robustness_table(tmp_path, previous=earlier.drop(columns="avar"))
     (run_folder(tmp_path, "robust", "lamp", 0)).mkdir(parents=True)
     (run_folder(tmp_path, "robust", "lamp", 0) / "metrics.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="lamp_s0/metrics.json: expected a JSON object"):

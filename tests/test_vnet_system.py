@@ -12,6 +12,7 @@ from voxhelpers.config.vnet import VNetConfig, parse_label_map, vnet_config
 from voxhelpers.data.ct_io import reorient
 from voxhelpers.data.segmentation import lr_swap, patch_start, phantom_case, prepare_case
 from voxhelpers.systems import get_system
+from voxhelpers.systems.base import bf16_weight_grad_faulty
 from voxhelpers.systems.vnet import SegmentationDataset, _crop_batch, evaluate_cases, learning_rate, summarise_cases
 from voxhelpers.training import TrainState, fit
 
@@ -119,6 +120,26 @@ def test_positive_patches_hold_an_organ_and_draws_repeat_with_the_seed():
     assert draws[0] == draws[1]
 
 
+def test_class_balanced_draws_centre_a_thin_organ_as_often_as_a_large_one():
+    """``by_class``: one of the classes present first, each as likely, then a voxel of it (MONAI's
+    RandCropByLabelClasses, equal ratios); by voxel a one-voxel organ beside a 27,000-voxel one is almost never a
+    centre. The voxel draw's stream is unchanged by the option (old runs replay)."""
+    labels = torch.zeros(40, 40, 40, dtype=torch.long)
+    labels[:30, :30, :30] = 1
+    labels[36, 36, 36] = 2  # the thin organ: its patch's corner is clamped to (32, 32, 32)
+    n = 400
+    gen = torch.Generator().manual_seed(0)
+    by_class = sum(patch_start(labels, (8, 8, 8), True, gen, by_class=True) == (32, 32, 32) for _ in range(n))
+    gen = torch.Generator().manual_seed(0)
+    by_voxel = sum(patch_start(labels, (8, 8, 8), True, gen) == (32, 32, 32) for _ in range(n))
+    assert abs(by_class / n - 0.5) < 0.08 and by_voxel == 0
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert [patch_start(labels, (8, 8, 8), True, gen_a) for _ in range(5)] == \
+        [patch_start(labels, (8, 8, 8), True, gen_b, by_class=False) for _ in range(5)]
+    empty = torch.zeros(20, 20, 20, dtype=torch.long)  # no organ: a uniform corner either way
+    assert all(0 <= c <= 12 for c in patch_start(empty, (8, 8, 8), True, torch.Generator().manual_seed(1), True))
+
+
 def test_lr_mirror_swaps_left_and_right_organs():
     assert lr_swap(("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus")).tolist() == \
         [0, 1, 2, 4, 3, 5]
@@ -170,7 +191,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert {"loss", "loss_dice", "loss_focal", "lr"} <= set(a.history.columns)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.skipif(
+    bf16_weight_grad_faulty("cpu"), reason="this CPU's oneDNN bf16 conv3d weight gradient is sometimes NaN "
+    "(AVX-512 BF16 without AMX: voxhelpers.systems.base.bf16_weight_grad_faulty)"))])
 def test_tiny_network_learns_the_phantom_organs(precision):
     """120 steps on six 16³ phantoms: the training loss falls to under a quarter, and on two held-out phantoms the
     bone-like organ is found (Dice > 0.6; an untrained network scores < 0.1) — in fp32 and under bf16 autocast."""
@@ -236,8 +259,9 @@ def test_configs_from_before_the_marginal_loss_keep_the_background_rule(tmp_path
     from voxhelpers.config import project_root
     from voxhelpers.inference.pretrained import card_config, read_card
 
-    old = {k: v for k, v in _cfg().to_dict().items() if k != "unlabelled"}
+    old = {k: v for k, v in _cfg(pos_sampling="class").to_dict().items() if k not in ("unlabelled", "pos_sampling")}
     assert VNetConfig.from_dict(old).unlabelled == "background"
+    assert VNetConfig.from_dict(old).pos_sampling == "voxel"  # nor the class-balanced draws (2026-12-01)
     assert card_config(read_card(project_root() / "models/vnet/vnet_fold0.json")).unlabelled == "background"
     cfg, cases = _cfg(epochs=1, unlabelled="background"), _cases(2)
     fit("vnet", cfg, tmp_path, "cpu", data=cases, progress=False)
@@ -251,9 +275,15 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
 
     assert resolve_precision("cuda", "auto") == "bf16" and resolve_precision("cpu", "fp32") == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     assert resolve_precision("cpu", "auto") == "fp32" and resolve_precision("cpu", "bf16") == "bf16"
     with autocast_for("cpu", "auto"):
         assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)  # AMD Zen 4, no AMX
+    assert resolve_precision("cpu", "auto") == "fp32"  # its bf16 conv3d weight gradient is sometimes NaN
+    with pytest.warns(RuntimeWarning, match="AVX-512 BF16, no AMX"):
+        assert resolve_precision("cpu", "bf16") == "bf16"  # asked for: kept, with a warning
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert resolve_precision("cpu", "auto") == "bf16"
     with autocast_for("cpu", "auto"):
@@ -318,6 +348,16 @@ def test_kfold_table_pools_patients_over_folds(tmp_path):
     per_patient = [0.65, 0.6, 0.8]
     assert table.loc["mean", ("vnet", "dice")] == f"{np.mean(per_patient):.3f} ± {np.std(per_patient, ddof=1):.3f}"
     assert list(table.loc[["a", "b", "mean"], ("vnet", "patients")]) == [3, 2, 3]
+    # rows saved earlier fill the folds whose run folders are gone; a run folder here wins over them
+    saved = pd.concat([found, found[found["fold"] == 1].assign(network="monai_unet", dice_a=0.1)])
+    saved.loc[(saved["network"] == "vnet") & (saved["fold"] == 1), "dice_a"] = 0.0
+    saved.to_csv(tmp_path / "saved.csv", index=False)
+    again, missing = kfold_cases(tmp_path, ["vnet", "monai_unet"], n_folds=2, previous=tmp_path / "saved.csv")
+    assert missing == [str(tmp_path / "openkbp_monai_unet_fold0")] and len(again) == 4
+    assert list(again.loc[again["network"] == "vnet", "dice_a"]) == [0.8, 0.6, 0.7]
+    assert list(again.loc[again["network"] == "monai_unet", ["case", "dice_a"]].iloc[0]) == ["p3", 0.1]
+    with pytest.raises(ValueError, match="case, network and fold"):
+        kfold_cases(tmp_path, ["vnet"], n_folds=2, previous=saved.drop(columns="fold"))
 
 
 def test_cli_rejects_bad_segmentation_data_in_one_line(capsys):

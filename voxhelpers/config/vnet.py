@@ -68,6 +68,9 @@ class VNetConfig(Config):
                                                 "body (sides: multiples of 16)")
     patch_size: tuple[int, int, int] = option((128, 128, 128), "training patch (sides: multiples of 16)")
     pos_fraction: float = option(0.67, "fraction of patches centred on a labelled voxel (the rest anywhere)")
+    pos_sampling: str = option("voxel", "how a positive patch's centre is drawn: voxel (every labelled voxel as "
+                               "likely: large organs dominate) or class (an organ present in the case first, each "
+                               "as likely, then a voxel of it: MONAI's RandCropByLabelClasses)", ("voxel", "class"))
     patches_per_case: int = option(1, "patches drawn from each training case per epoch")
     flip_lr: bool = option(True, "augment: mirror left-right, swapping left/right organ labels")
     intensity: float = option(0.1, "augment: random intensity scale and shift of this size (0: off)")
@@ -167,6 +170,7 @@ class VNetConfig(Config):
         time, ``background`` (a resumed run keeps it; a new run gets ``marginal``)."""
         values = dict(values)
         values.setdefault("unlabelled", "background")
+        values.setdefault("pos_sampling", "voxel")
         return values
 
 

@@ -251,12 +251,23 @@ def prepare_case(volume: CTVolume, n_classes: int, window=SEGMENTATION_WINDOW, s
 # --------------------------------------------------------------------------------------------------
 # patches
 # --------------------------------------------------------------------------------------------------
-def patch_start(labels: torch.Tensor, patch, positive: bool, generator: torch.Generator) -> tuple[int, int, int]:
+def patch_start(labels: torch.Tensor, patch, positive: bool, generator: torch.Generator,
+                by_class: bool = False) -> tuple[int, int, int]:
     """Corner of a patch of size ``patch`` inside ``labels`` (X, Y, Z): centred (then clamped) on a random labelled
-    voxel when ``positive`` and the case has one, else uniform. Draws on ``generator`` only."""
+    voxel when ``positive`` and the case has one, else uniform. ``by_class`` first picks one of the classes present,
+    each as likely (MONAI's ``RandCropByLabelClasses`` with equal ratios), then a voxel of it, so a thin organ is a
+    centre as often as a large one; otherwise every labelled voxel is as likely (large organs dominate). Draws on
+    ``generator`` only (``by_class`` one more number per positive draw)."""
     shape = labels.shape
     u = torch.rand(4, generator=generator)
-    fg = torch.nonzero(labels > 0) if positive else None
+    fg = None
+    if positive:
+        fg = torch.nonzero(labels > 0)
+        if by_class and len(fg):
+            present = torch.unique(labels[labels > 0])
+            c = present[min(int(u[0] * len(present)), len(present) - 1)]
+            fg = torch.nonzero(labels == c)
+            u[0] = torch.rand(1, generator=generator)[0]
     if fg is not None and len(fg):
         centre = fg[min(int(u[0] * len(fg)), len(fg) - 1)].tolist()
         return tuple(int(min(max(c - p // 2, 0), n - p)) for c, p, n in zip(centre, patch, shape, strict=True))

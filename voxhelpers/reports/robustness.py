@@ -68,10 +68,27 @@ def robustness_commands(root: str | Path = "runs/cpu/robust", categories: Sequen
             for r in recipes for c in categories for s in seeds]
 
 
+def _previous_rows(previous, metrics: Sequence[str]) -> dict:
+    """(recipe, category, seed) → metrics of the done rows of an earlier table (a CSV path or a DataFrame)."""
+    if previous is None:
+        return {}
+    frame = previous if isinstance(previous, pd.DataFrame) else pd.read_csv(previous)
+    missing = {"recipe", "category", "seed", "done", *metrics} - set(frame.columns)
+    if missing:
+        name = "previous" if isinstance(previous, pd.DataFrame) else str(previous)
+        raise ValueError(f"{name}: expected a table written by robustness_table, missing columns {sorted(missing)}")
+    done = frame[frame["done"].astype(str).str.lower() == "true"]
+    return {(r.recipe, r.category, int(r.seed)): {k: float(getattr(r, k)) for k in metrics}
+            for r in done.itertuples(index=False)}
+
+
 def _gather(root: str | Path, categories: Sequence[str], seeds: Sequence[int], recipes: Sequence[str],
-            metrics: Sequence[str]) -> pd.DataFrame:
+            metrics: Sequence[str], previous=None) -> pd.DataFrame:
     """``recipe, category, seed, done`` and ``metrics`` (NaN where a run has no ``metrics.json`` yet), one row per
-    cell, plus ``converged`` (1-NNA ≤ 0.90; False where not done)."""
+    cell, plus ``converged`` (1-NNA ≤ 0.90; False where not done). A cell with no ``metrics.json`` here takes its
+    row from ``previous`` (an earlier table) where that one was done: runs of earlier sessions whose folders are
+    gone still count, and a run here replaces them."""
+    kept = _previous_rows(previous, metrics)
     rows = []
     for r in recipes:
         for c in categories:
@@ -84,6 +101,8 @@ def _gather(root: str | Path, categories: Sequence[str], seeds: Sequence[int], r
                         row.update({k: float(values[k]) for k in metrics})
                     except (ValueError, KeyError, TypeError) as exc:
                         raise ValueError(f"{path}: expected a JSON object with {tuple(metrics)}; {exc}") from exc
+                elif (r, c, int(s)) in kept:
+                    row.update(done=True, **kept[(r, c, int(s))])
                 rows.append(row)
     table = pd.DataFrame(rows)
     table[list(metrics)] = table[list(metrics)].astype(float)
@@ -92,15 +111,17 @@ def _gather(root: str | Path, categories: Sequence[str], seeds: Sequence[int], r
 
 
 def robustness_table(root: str | Path, categories: Sequence[str] = CATEGORIES, seeds: Sequence[int] = (0, 1),
-                     recipes: Sequence[str] = tuple(RECIPES)) -> pd.DataFrame:
+                     recipes: Sequence[str] = tuple(RECIPES), previous=None) -> pd.DataFrame:
     """Every cell of the grid: ``recipe, category, seed, done`` and :data:`METRICS` (NaN where the run has no
     ``metrics.json`` yet), ``converged`` (1-NNA ≤ 0.90) and ``meets_aim`` (converged, occupancy error ≤ 0.3 and
-    AVAR ≥ 0.80); False where not done.
+    AVAR ≥ 0.80); False where not done. ``previous`` (a CSV this function wrote, e.g.
+    ``results/voxel_cgan_robustness.csv``, or its DataFrame) fills the cells whose run folders are not here.
 
     Raises:
-        ValueError: a ``metrics.json`` that is not a JSON object holding the metrics (the file named).
+        ValueError: a ``metrics.json`` that is not a JSON object holding the metrics (the file named), or a
+            ``previous`` table without the grid's columns.
     """
-    table = _gather(root, categories, seeds, recipes, METRICS)
+    table = _gather(root, categories, seeds, recipes, METRICS, previous)
     table["meets_aim"] = table["converged"] & (table["occupancy_error"] <= 0.3) & (table["avar"] >= 0.80)
     return table
 
@@ -121,14 +142,14 @@ def iwgan_robustness_commands(root: str | Path = "runs/full/robust_iwgan", categ
 
 
 def iwgan_robustness_table(root: str | Path, categories: Sequence[str] = CATEGORIES, seeds: Sequence[int] = (0, 1),
-                           recipes: Sequence[str] = tuple(IWGAN_RECIPES)) -> pd.DataFrame:
+                           recipes: Sequence[str] = tuple(IWGAN_RECIPES), previous=None) -> pd.DataFrame:
     """The 3D-IWGAN grid's cells: :data:`IWGAN_METRICS`, ``converged`` (1-NNA ≤ 0.90) and ``meets_aim`` (converged
-    and occupancy error ≤ 0.3; an unconditional model has no AVAR).
+    and occupancy error ≤ 0.3; an unconditional model has no AVAR); ``previous`` as in :func:`robustness_table`.
 
     Raises:
         ValueError: a ``metrics.json`` that is not a JSON object holding the metrics (the file named).
     """
-    table = _gather(root, categories, seeds, recipes, IWGAN_METRICS)
+    table = _gather(root, categories, seeds, recipes, IWGAN_METRICS, previous)
     table["meets_aim"] = table["converged"] & (table["occupancy_error"] <= 0.3)
     return table
 

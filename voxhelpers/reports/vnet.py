@@ -27,25 +27,42 @@ def kfold_commands(networks: Sequence[str] = SEGMENTATION_NETWORKS, n_folds: int
 
 
 def kfold_cases(runs: str | Path, networks: Sequence[str] = SEGMENTATION_NETWORKS, n_folds: int = 5,
-                source: str = "openkbp") -> tuple[pd.DataFrame, list[str]]:
+                source: str = "openkbp", previous: str | Path | pd.DataFrame | None = None
+                ) -> tuple[pd.DataFrame, list[str]]:
     """Every fold's per-case rows under ``runs`` (``runs/<profile>/vnet``), with ``network`` and ``fold`` columns.
+
+    ``previous``: rows gathered earlier (this function's table, saved as CSV, e.g. ``results/vnet_kfold_cases.csv``);
+    a (network, fold) with no ``cases.csv`` under ``runs`` takes its rows from there, so a k-fold whose run folders
+    are gone (another machine, an earlier session) is still reported; a run folder here replaces them.
 
     Returns:
         ``(rows, missing)``: the rows found, and the run folders without a ``cases.csv`` (not trained or not
-        evaluated yet).
+        evaluated yet) and not in ``previous``.
 
     Raises:
-        ValueError: a case validated twice for one network (folds of different splits mixed in one folder).
+        ValueError: a case validated twice for one network (folds of different splits mixed in one folder), or a
+            ``previous`` table without ``case``, ``network`` and ``fold`` columns.
     """
     runs = Path(runs)
+    earlier = None
+    if previous is not None:
+        earlier = previous if isinstance(previous, pd.DataFrame) else pd.read_csv(previous)
+        if not {"case", "network", "fold"} <= set(earlier.columns):
+            raise ValueError(f"{'previous' if isinstance(previous, pd.DataFrame) else previous}: expected per-case "
+                             f"rows with case, network and fold columns (kfold_cases' table), got "
+                             f"{list(earlier.columns)[:6]}")
     frames, missing = [], []
     for network in networks:
         for fold in range(n_folds):
             path = runs / f"{source}_{network}_fold{fold}" / "cases.csv"
-            if not path.is_file():
-                missing.append(str(path.parent))
+            if path.is_file():
+                frames.append(pd.read_csv(path).assign(network=network, fold=fold))
                 continue
-            frames.append(pd.read_csv(path).assign(network=network, fold=fold))
+            kept = None if earlier is None else earlier[(earlier["network"] == network) & (earlier["fold"] == fold)]
+            if kept is not None and len(kept):
+                frames.append(kept)
+            else:
+                missing.append(str(path.parent))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["case", "network", "fold"])
     twice = rows[rows.duplicated(["network", "case"], keep=False)]
     if len(twice):

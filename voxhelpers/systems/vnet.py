@@ -121,7 +121,8 @@ def _crop_batch(batch: dict, cfg: VNetConfig, generator: torch.Generator) -> tup
     xs, ys = [], []
     for b in range(images.shape[0]):
         u = torch.rand(4, generator=generator)
-        x0, y0, z0 = patch_start(labels[b].cpu(), p, bool(u[0] < cfg.pos_fraction), generator)
+        x0, y0, z0 = patch_start(labels[b].cpu(), p, bool(u[0] < cfg.pos_fraction), generator,
+                                 by_class=cfg.pos_sampling == "class")
         x = images[b, :, x0:x0 + p[0], y0:y0 + p[1], z0:z0 + p[2]]
         y = labels[b, x0:x0 + p[0], y0:y0 + p[1], z0:z0 + p[2]]
         if cfg.flip_lr and u[1] < 0.5:
