@@ -15,6 +15,7 @@ from voxhelpers.nets.xray_ct import XrayToCT
 from voxhelpers.ops.backprojection import backproject_parallel
 from voxhelpers.ops.projector import project_parallel
 from voxhelpers.systems import get_system
+from voxhelpers.systems.base import bf16_weight_grad_faulty
 from voxhelpers.systems.xray_ct import baselines, learning_rate, projection_l1, render_xrays
 from voxhelpers.training import TrainState, fit
 
@@ -197,6 +198,8 @@ def test_rotation_and_intensity_augment_the_ct_and_its_xrays():
         _cfg(rotate=90.0)
 
 
+@pytest.mark.skipif(bf16_weight_grad_faulty("cpu"), reason="this CPU's oneDNN bf16 conv3d weight gradient is "
+                    "sometimes NaN (AVX-512 BF16 without AMX: voxhelpers.systems.base.bf16_weight_grad_faulty)")
 def test_bf16_step_runs_both_networks_in_bf16_with_fp32_losses_and_weights():
     cfg, cubes = _cfg(precision="bf16"), _cubes(2)
     system = get_system("xray_ct")
