@@ -27,7 +27,7 @@ def test_gemm_peak_positive_finite_and_max_of_the_two():
     assert peak.peak_for("fp32") == peak.peak_gflops
     from voxhelpers.systems.base import native_bf16
 
-    if native_bf16("cpu"):  # a CPU with AMX: the bf16 product is measured too
+    if native_bf16("cpu"):  # a CPU with AMX or AVX-512 BF16: the bf16 product is measured too
         assert math.isfinite(peak.extra["bf16_mm"]) and peak.peak_for("bf16") == peak.extra["bf16_mm"] > 0
     else:  # no bf16 figure: falls back to fp32
         assert "bf16_mm" not in peak.extra and peak.peak_for("bf16") == peak.peak_gflops
@@ -35,6 +35,7 @@ def test_gemm_peak_positive_finite_and_max_of_the_two():
 
 def test_gemm_peak_without_native_bf16_has_no_bf16_figure(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     peak = bench.measure_gemm_peak(n=64, repeats=1, device="cpu", warmup=0)
     assert "bf16_mm" not in peak.extra and peak.peak_for("bf16") == peak.peak_gflops
 
@@ -93,12 +94,13 @@ def test_registry_has_the_cases_and_rejects_duplicates(monkeypatch):
     assert {"voxel_cgan_iteration", "voxel_cgan_generator_fwd", "voxel_metrics_1000x80"} <= set(bench.CASES)
     opts = bench.BenchOptions(torch.device("cpu"), quick=True)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     rows = bench.CASES["voxel_cgan_iteration"](opts)  # builders are lazy: nothing is built until setup()
     assert [r.fmt for r in rows] == ["channels_last_3d", "contiguous", "channels_last_3d", "channels_last_3d"]
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)  # AMX: a bf16 row too
     bf16 = bench.CASES["voxel_cgan_iteration"](opts)[-1]
     assert bf16.fmt == "channels_last_3d, bf16" and bf16.peak_kind == "bf16" and "--precision auto" in bf16.notes
-    out = bf16.setup()()  # it runs (emulated where the CPU has no AMX)
+    out = bf16.setup()()  # it runs (emulated where the CPU has no bf16 units)
     assert np.isfinite(out["loss_d"]) and np.isfinite(out["loss_g"])
     assert "fast_paths(False)" in rows[2].notes and "fast_paths" not in rows[0].notes
     # the backend this CPU does not pick

@@ -10,7 +10,6 @@ from voxhelpers.config import voxel_cgan_config
 from voxhelpers.data.shapes import make_conditions
 from voxhelpers.data.synthetic import procedural_shapes
 from voxhelpers.nets import CGANDiscriminator, CGANGenerator
-from voxhelpers.systems.base import bf16_weight_grad_faulty
 from voxhelpers.systems.voxel_cgan import step
 from voxhelpers.training import TrainState, fit
 
@@ -72,8 +71,6 @@ def test_robust_step_runs_with_spectral_norm_augmentation_and_r1():
 
 
 
-@pytest.mark.skipif(bf16_weight_grad_faulty("cpu"), reason="this CPU's oneDNN bf16 conv3d weight gradient is "
-                    "sometimes NaN (AVX-512 BF16 without AMX: voxhelpers.systems.base.bf16_weight_grad_faulty)")
 def test_bf16_precision_runs_both_networks_in_bf16_with_r1_and_keeps_fp32_weights():
     """``precision="bf16"`` (what ``auto`` means on a CPU with AMX): G's and D's convolutions compute in bf16 (the
     fast paths step aside), R1's double backward still works, weights and losses stay fp32; the default ``cuda``

@@ -79,8 +79,8 @@ def measure_gemm_peak(n: int = GEMM_N, repeats: int = 5, device=None, warmup: in
     """Measure the fp32 GEMM peak: the best of ``repeats`` timed n×n×n products, as ``torch.mm`` and as a conv.
 
     On CUDA, TF32 is switched off for the measurement (true fp32). Where the device multiplies bf16 natively (CUDA,
-    a CPU with AMX: :func:`~voxhelpers.systems.base.native_bf16`) a bf16 ``torch.mm`` is measured as well, in
-    ``extra["bf16_mm"]``.
+    a CPU with AMX or AVX-512 BF16: :func:`~voxhelpers.systems.base.native_bf16`) a bf16 ``torch.mm`` is measured as
+    well, in ``extra["bf16_mm"]``.
 
     Args:
         n: matrix side (2·n³ FLOPs per product).
@@ -108,7 +108,7 @@ def measure_gemm_peak(n: int = GEMM_N, repeats: int = 5, device=None, warmup: in
             t_mm = min(time_calls(lambda: torch.mm(ops["a"], ops["b"]), repeats, warmup, device))
             t_conv = min(time_calls(lambda: F.conv2d(ops["x"], ops["w"]), repeats, warmup, device))
             extra = {}
-            if native_bf16(device):  # CUDA, or a CPU with AMX: the peak bf16-autocast cases are compared with
+            if native_bf16(device):  # CUDA, or a CPU with bf16 units: the peak bf16-autocast cases are compared with
                 a16, b16 = ops["a"].bfloat16(), ops["b"].bfloat16()
                 extra["bf16_mm"] = flops / min(time_calls(lambda: torch.mm(a16, b16), repeats, warmup, device)) / 1e9
     finally:

@@ -14,8 +14,8 @@ MONAI's ``UNet`` peer (:class:`voxhelpers.nets.pix2pix.MonaiUNet2D`, the same wi
 
 ``crgan_cycle``: one generator step's worth of CRGAN batches (``n_critic`` = 5 critic steps, the first with the
 generator step) at the ``cpu`` profile's sizes (16 sequences × 6 stages of 64², G and critic widths 32…256), fp32;
-where the device computes bf16 natively (CUDA, a CPU with AMX) a second row under bf16 autocast (``--precision
-auto``), its notes giving its time over the fp32 row's.
+where the device computes bf16 natively (CUDA, a CPU with AMX or AVX-512 BF16) a second row under bf16 autocast
+(``--precision auto``), its notes giving its time over the fp32 row's.
 
 ``--quick``: the ``smoke`` profile's widths (at 64² for Pix2Pix, 32² for the CRGAN).
 """

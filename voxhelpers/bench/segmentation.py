@@ -130,8 +130,9 @@ def _vnet_step(opts: BenchOptions) -> list[BenchCase]:
                       derive=remember,
                       notes=f"{profile} profile: our VNet (width {port_cfg.width:g}), {port_cfg.batch_size} patches "
                             f"of {patch} at random places, MONAI DiceFocalLoss(softmax, to_onehot_y), Adam; fp32")]
-    # each network in fp32 and, where the device computes bf16 natively (CUDA, a CPU with AMX), under bf16 autocast
-    # (what the cpu profile's precision "auto" trains with there); quick: MONAI's VNet (45.6 M parameters) left out
+    # each network in fp32 and, where the device computes bf16 natively (CUDA, a CPU with AMX or AVX-512 BF16), under
+    # bf16 autocast (what the cpu profile's precision "auto" trains with there); quick: MONAI's VNet (45.6 M
+    # parameters) left out
     networks = ("vnet", "monai_unet") if opts.quick else ("vnet", "monai_unet", "monai_vnet")
     precisions = ("fp32", "bf16") if native_bf16(opts.device) else ("fp32",)
     for network, precision in ((n, p) for n in networks for p in precisions):

@@ -48,8 +48,9 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
     gate (``state.extra["gate"]``) is reset to zero before every call so both D steps always run. One row per memory
     format, a third with the layers' CPU fast paths off (:func:`voxhelpers.nets.fast_conv3d.fast_paths`) and, on
     CPU, a fourth with their GEMMs on the backend this CPU does not pick
-    (:func:`voxhelpers.nets.fast_conv3d.gemm_backend`) and, where the CPU computes bf16 natively (AMX), a fifth
-    under bf16 autocast (``--precision auto``; the fast paths step aside), to show what each brings in the same run.
+    (:func:`voxhelpers.nets.fast_conv3d.gemm_backend`) and, where the CPU computes bf16 natively (AMX, AVX-512 BF16), a
+    fifth under bf16 autocast (``--precision auto``; the fast paths step aside), to show what each brings in the same
+    run.
     With 80 training shapes one iteration is one epoch, so the channels-last rows also project the seed's 401-epoch
     run; the first also splits its time into the matrix products and convolutions and the rest (``BenchCase.split``).
     """
@@ -104,10 +105,10 @@ def _voxel_cgan_iteration(opts: BenchOptions) -> list[BenchCase]:
                               notes=notes + f"; the fast paths' GEMMs on the other backend (gemm_backend({other!r}))"))
         from ..systems.base import native_bf16
 
-        if native_bf16(opts.device):  # a CPU with AMX: --precision auto (bf16 autocast; the fast paths step aside)
+        if native_bf16(opts.device):  # bf16 units: --precision auto (bf16 autocast; the fast paths step aside)
             rows.append(BenchCase("voxel_cgan_iteration", make("channels_last_3d", precision="bf16"), batch, batch,
                                   "channels_last_3d, bf16", peak_kind="bf16", derive=project,
-                                  notes=notes + "; bf16 autocast (--precision auto on AMX), % of the bf16 GEMM peak"))
+                                  notes=notes + "; bf16 autocast (--precision auto there), % of the bf16 GEMM peak"))
     return rows
 
 

@@ -143,28 +143,60 @@ def generator_update(optimizer: torch.optim.Optimizer, loss_g: torch.Tensor) -> 
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` trains in bf16 natively and safely: any CUDA device, or a CPU with AMX tiles (Sapphire
-    Rapids and later), where oneDNN runs bf16 convolutions several times faster than fp32 (our VNet's cpu-profile
-    step 4.10 → 1.26 s on one thread). A CPU with AVX-512 BF16 but no AMX (AMD Zen 4, seen 2026-12-01 on an EPYC,
-    torch 2.13.0) is faster in bf16 too (1.6×) but is left out: there oneDNN's bf16 ``conv3d`` weight gradient comes
-    back NaN now and then (:func:`bf16_weight_grad_faulty`). CPUs with neither emulate bf16, slower than fp32."""
+    """Whether ``device`` multiplies bf16 in hardware: any CUDA device, or a CPU with AMX tiles (Intel Sapphire Rapids
+    and later) or AVX-512 BF16 (AMD Zen 4 and later), where oneDNN runs bf16 convolutions faster than fp32 (our VNet's
+    cpu-profile step on one thread: 4.10 → 1.26 s on a Xeon with AMX, 3.9 → 2.4 s on an AMD EPYC with AVX-512 BF16).
+    CPUs with neither emulate bf16, slower than fp32. On the EPYC one oneDNN kernel is wrong in bf16
+    (:func:`bf16_weight_grad_faulty`); :func:`guard_bf16_convs`, which every 3D system's ``build`` applies, steps
+    around it."""
     device = torch.device(device)
     if device.type == "cuda":
         return True
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return device.type == "cpu" and probe is not None and bool(probe())
+    if device.type != "cpu":
+        return False
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(probe is not None and bool(probe()) for probe in probes)
 
 
 def bf16_weight_grad_faulty(device: torch.device | str) -> bool:
-    """Whether ``device`` is a CPU with AVX-512 BF16 and no AMX. On such an AMD EPYC with torch 2.13.0, oneDNN's bf16
-    ``conv3d`` weight gradient had non-finite entries in 1–3 of 10 random draws at 2–4³ inputs with 64–128 channels
-    (3³ and 5³ kernels; the input gradient and the forward pass were finite), so bf16 training stopped on a NaN loss
-    within an epoch (our VNet at the cpu profile, and the 16³ phantom test at step 0). fp32 is unaffected."""
+    """Whether ``device`` is a CPU with AVX-512 BF16 and no AMX, where oneDNN's bf16 ``conv3d`` **weight gradient** is
+    wrong for a stride-1 convolution whose input is smaller than its kernel. Measured on an AMD EPYC (torch 2.13.0,
+    one thread, 2026-12-01) against fp32: relative error 0.9–1.1 or non-finite in every draw at 2³ with a 3³ kernel and
+    at 1³, 2³, 4³ with a 5³ kernel — the deepest blocks of a VNet on 64³ patches — and 0.3 % (bf16 rounding) at 1³ and
+    4³ with 3³, 6³ and more with 5³, for strided and transposed convolutions at every size tried, and for the forward
+    pass and the input gradient always. Unguarded, bf16 training there stopped on a NaN loss within an epoch."""
     device = torch.device(device)
-    if device.type != "cpu" or native_bf16(device):
+    if device.type != "cpu":
         return False
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return probe is not None and bool(probe())
+    return not (amx is not None and bool(amx())) and probe is not None and bool(probe())
+
+
+class SmallInputFp32Conv3d(torch.nn.Conv3d):
+    """``nn.Conv3d`` that computes in fp32 under CPU autocast where it is stride 1 and its input is smaller than its
+    kernel along some axis (the case :func:`bf16_weight_grad_faulty` names); everywhere else exactly ``nn.Conv3d``.
+    Same parameters and state dict."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and all(s == 1 for s in self.stride)
+                and any(n < k for n, k in zip(x.shape[2:], self.kernel_size, strict=True))):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def guard_bf16_convs(models, device: torch.device | str, force: bool = False):
+    """On a CPU where :func:`bf16_weight_grad_faulty` (or with ``force``), turn every plain ``nn.Conv3d`` of
+    ``models`` (a module or a dict of them) into :class:`SmallInputFp32Conv3d` in place (its class only: weights,
+    state dict and optimiser state unchanged); elsewhere leave them be. Returns ``models``."""
+    if not (force or bf16_weight_grad_faulty(device)):
+        return models
+    for model in models.values() if isinstance(models, dict) else (models,):
+        for module in model.modules():
+            if type(module) is torch.nn.Conv3d:
+                module.__class__ = SmallInputFp32Conv3d
+    return models
 
 
 def resolve_precision(device: torch.device | str, precision: str) -> str:
@@ -173,12 +205,6 @@ def resolve_precision(device: torch.device | str, precision: str) -> str:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
-    if precision == "bf16" and bf16_weight_grad_faulty(device):
-        import warnings
-
-        warnings.warn("bf16 training on this CPU (AVX-512 BF16, no AMX): oneDNN's bf16 conv3d weight gradient comes "
-                      "back NaN now and then here, so the loss may turn NaN; use --precision fp32 (or auto)",
-                      RuntimeWarning, stacklevel=2)
     if precision == "cuda":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return precision

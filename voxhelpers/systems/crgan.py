@@ -19,9 +19,9 @@ critic with each frame's condition bound). The generator takes one step on −E[
 ``n_critic``-th batch of the run (the batch counter lives in the checkpoint, so a resumed run repeats an
 uninterrupted one); the EMA of G follows generator steps only. ``precision`` puts both networks' forward passes
 (and the penalty's double backward through them) under bf16 autocast where chosen (default ``cuda``: bf16 on CUDA,
-fp32 on every CPU, the shipped weights' arithmetic; ``auto`` adds a CPU with AMX: the bench's ``crgan_cycle``, 5
-critic steps and a generator step of the ``cpu`` profile, 5.6 → 3.0 s on one thread); scores, losses and the
-penalty's norms are fp32.
+fp32 on every CPU, the shipped weights' arithmetic; ``auto`` adds a CPU with AMX or AVX-512 BF16: the bench's
+``crgan_cycle``, 5 critic steps and a generator step of the ``cpu`` profile, 5.6 → 3.0 s on one thread of a Xeon
+with AMX); scores, losses and the penalty's norms are fp32.
 
 **Evaluation** (:func:`details`; the EMA generator in eval mode). Held-out sequence i is paired with the generated
 sequence for the *same stages* 0 … T − 1 and the unknown patient (its source image was never trained on), for

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..config.vnet import VNetConfig, parse_label_map
-from .base import Splits, System, autocast_for
+from .base import Splits, System, autocast_for, guard_bf16_convs
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -100,10 +100,11 @@ def dataset(cfg: VNetConfig, train) -> torch.utils.data.Dataset:
 
 
 def build(cfg: VNetConfig, device) -> dict:
-    """The segmentation network (``cfg.network``)."""
+    """The segmentation network (``cfg.network``); on a CPU whose bf16 ``conv3d`` weight gradient is wrong for inputs
+    smaller than the kernel, those convolutions compute in fp32 under autocast (``guard_bf16_convs``)."""
     from ..nets import build_network
 
-    return {"net": build_network("vnet", "segmenter", cfg).to(device)}
+    return guard_bf16_convs({"net": build_network("vnet", "segmenter", cfg).to(device)}, device)
 
 
 def optimizers(cfg: VNetConfig, models: dict) -> dict:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config.xray_ct import XrayCTConfig
 from ..losses import adversarial_loss
-from .base import Splits, System, autocast_for, frozen, generator_update
+from .base import Splits, System, autocast_for, frozen, generator_update, guard_bf16_convs
 
 
 class CTCubeDataset(torch.utils.data.Dataset):
@@ -95,7 +95,7 @@ def build(cfg: XrayCTConfig, device) -> dict:
     models = {"G": build_network("xray_ct", "generator", cfg).to(device)}
     if cfg.adv_weight > 0:
         models["D"] = build_network("xray_ct", "discriminator", cfg).to(device)
-    return models
+    return guard_bf16_convs(models, device)  # fp32 where this CPU's bf16 weight gradient is wrong (base.py)
 
 
 def init_models(models: dict, train: torch.utils.data.Dataset, cfg: XrayCTConfig) -> None:
