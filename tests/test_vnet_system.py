@@ -263,6 +263,7 @@ def test_configs_from_before_the_marginal_loss_keep_the_background_rule(tmp_path
     old = {k: v for k, v in _cfg(pos_sampling="class").to_dict().items() if k not in ("unlabelled", "pos_sampling")}
     assert VNetConfig.from_dict(old).unlabelled == "background"
     assert VNetConfig.from_dict(old).pos_sampling == "voxel"  # nor the class-balanced draws (2026-12-01)
+    assert VNetConfig().pos_sampling == "class"  # what a new run draws
     assert card_config(read_card(project_root() / "models/vnet/vnet_fold0.json")).unlabelled == "background"
     cfg, cases = _cfg(epochs=1, unlabelled="background"), _cases(2)
     fit("vnet", cfg, tmp_path, "cpu", data=cases, progress=False)
