@@ -147,15 +147,18 @@ def native_bf16(device: torch.device | str) -> bool:
     and later) or AVX-512 BF16 (AMD Zen 4 and later), where oneDNN runs bf16 convolutions faster than fp32 (our VNet's
     cpu-profile step on one thread: 4.10 → 1.26 s on a Xeon with AMX, 3.9 → 2.4 s on an AMD EPYC with AVX-512 BF16).
     CPUs with neither emulate bf16, slower than fp32. On the EPYC one oneDNN kernel is wrong in bf16
-    (:func:`bf16_weight_grad_faulty`); :func:`guard_bf16_convs`, which every 3D system's ``build`` applies, steps
-    around it."""
+    (:func:`bf16_weight_grad_faulty`); :func:`guard_bf16_convs`, which the VNet and X-ray → CT systems' ``build``
+    apply, steps around it."""
     device = torch.device(device)
     if device.type == "cuda":
         return True
-    if device.type != "cpu":
-        return False
-    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    return any(probe is not None and bool(probe()) for probe in probes)
+    return device.type == "cpu" and (_cpu_has("_is_amx_tile_supported") or _cpu_has("_is_avx512_bf16_supported"))
+
+
+def _cpu_has(probe: str) -> bool:
+    """What ``torch.cpu.<probe>()`` says (False where this torch has no such probe)."""
+    fn = getattr(torch.cpu, probe, None)
+    return fn is not None and bool(fn())
 
 
 def bf16_weight_grad_faulty(device: torch.device | str) -> bool:
@@ -165,12 +168,8 @@ def bf16_weight_grad_faulty(device: torch.device | str) -> bool:
     at 1³, 2³, 4³ with a 5³ kernel — the deepest blocks of a VNet on 64³ patches — and 0.3 % (bf16 rounding) at 1³ and
     4³ with 3³, 6³ and more with 5³, for strided and transposed convolutions at every size tried, and for the forward
     pass and the input gradient always. Unguarded, bf16 training there stopped on a NaN loss within an epoch."""
-    device = torch.device(device)
-    if device.type != "cpu":
-        return False
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return not (amx is not None and bool(amx())) and probe is not None and bool(probe())
+    return (torch.device(device).type == "cpu" and _cpu_has("_is_avx512_bf16_supported")
+            and not _cpu_has("_is_amx_tile_supported"))
 
 
 class SmallInputFp32Conv3d(torch.nn.Conv3d):
