@@ -479,3 +479,38 @@ def test_build_guards_the_vnet_only_on_a_cpu_with_the_faulty_kernel(monkeypatch)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)  # AMX: the kernel is right
     net = get_system("vnet").build(_cfg(), "cpu")["net"]
     assert {type(m) for m in net.modules() if isinstance(m, torch.nn.Conv3d)} == {torch.nn.Conv3d}
+
+
+def test_paired_comparison_and_fold_means_on_hand_values():
+    from voxhelpers.reports.vnet import fold_means, paired_comparison
+
+    # five patients; b's Dice of organ x is a's + 0.01..0.05 everywhere, organ y equal except one not delineated
+    x_a = [0.5, 0.6, 0.7, 0.8, 0.9]
+    rows = pd.DataFrame([
+        *({"case": f"p{i}", "network": "a", "fold": i % 2, "dice_x": v, "dice_y": 0.5, "hd95_x": 2.0,
+           "hd95_y": float("inf") if i == 0 else 3.0} for i, v in enumerate(x_a)),
+        *({"case": f"p{i}", "network": "b", "fold": i % 2, "dice_x": v + 0.01 * (i + 1),
+           "dice_y": float("nan") if i == 4 else 0.5, "hd95_x": 1.0, "hd95_y": 3.0} for i, v in enumerate(x_a)),
+        {"case": "p9", "network": "b", "fold": 0, "dice_x": 0.0, "dice_y": 0.0, "hd95_x": 9.0, "hd95_y": 9.0},
+    ])
+    table = paired_comparison(rows, "a", "b", ["x", "y"])
+    x = table.loc["x"]
+    assert x["patients"] == 5  # p9 has no partner in a
+    assert x["a − b"] == pytest.approx(-0.03) and (x["a better"], x["b better"]) == (0, 5)
+    assert x["wilcoxon p"] == pytest.approx(2 / 32)  # exact two-sided: all 5 signed ranks one way, 2 of 2^5
+    y = table.loc["y"]
+    assert y["patients"] == 4 and np.isnan(y["wilcoxon p"]) and (y["a better"], y["b better"]) == (0, 0)
+    mean = table.loc["mean"]  # per patient over organs first: p4's b is organ x alone
+    per_a = [(v + 0.5) / 2 for v in x_a]
+    per_b = [(v + 0.01 * (i + 1) + 0.5) / 2 for i, v in enumerate(x_a[:4])] + [x_a[4] + 0.05]
+    assert mean["a"] == pytest.approx(np.mean(per_a)) and mean["b"] == pytest.approx(np.mean(per_b))
+    hd = paired_comparison(rows, "a", "b", ["x", "y"], metric="hd95")
+    assert (hd.loc["x", "a better"], hd.loc["x", "b better"]) == (0, 5)  # lower is better for a distance
+    assert hd.loc["y", "patients"] == 4  # p0's missed organ (inf) leaves the pair out
+    with pytest.raises(ValueError, match="no rows of network 'c'"):
+        paired_comparison(rows, "a", "c", ["x", "y"])
+
+    means = fold_means(rows, ["x", "y"])
+    assert means.loc[0, "a"] == pytest.approx(np.mean([per_a[0], per_a[2], per_a[4]]))
+    assert means.loc[0, "b"] == pytest.approx(np.mean([per_b[0], per_b[2], per_b[4], 0.0]))  # p9 counts here
+    assert means.loc["all", "a"] == pytest.approx(np.mean(per_a)) and list(means.columns) == ["a", "b"]

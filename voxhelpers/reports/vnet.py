@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..config.vnet import SEGMENTATION_NETWORKS
 
-__all__ = ["kfold_cases", "kfold_table", "kfold_commands"]
+__all__ = ["fold_means", "kfold_cases", "kfold_commands", "kfold_table", "paired_comparison"]
 
 
 def kfold_commands(networks: Sequence[str] = SEGMENTATION_NETWORKS, n_folds: int = 5, data: str = "openkbp",
@@ -78,6 +78,12 @@ def _mean_std(values: np.ndarray) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
+def _patient_means(values: np.ndarray) -> np.ndarray:
+    """Per row (patient): the mean over its organs, NaN (not delineated) and inf (HD95 of a missed organ) skipped."""
+    return np.array([np.nanmean(np.where(np.isinf(r), np.nan, r)) if np.isfinite(r).any() else np.nan
+                     for r in values])
+
+
 def kfold_table(rows: pd.DataFrame, names: Sequence[str], metrics: Sequence[str] = ("dice", "hd95")) -> pd.DataFrame:
     """Per organ (and their mean), per network: mean ± std over patients of each metric, and the patients counted.
 
@@ -89,8 +95,7 @@ def kfold_table(rows: pd.DataFrame, names: Sequence[str], metrics: Sequence[str]
         for metric in metrics:
             cols = [f"{metric}_{n}" for n in names]
             values = group[cols].to_numpy(dtype=float)
-            per_patient = np.array([np.nanmean(np.where(np.isinf(r), np.nan, r)) if np.isfinite(r).any() else np.nan
-                                    for r in values])
+            per_patient = _patient_means(values)
             column = [_mean_std(values[:, j]) for j in range(len(names))] + [_mean_std(per_patient)]
             out[(network, metric)] = column
             if metric.startswith("hd"):
@@ -99,4 +104,59 @@ def kfold_table(rows: pd.DataFrame, names: Sequence[str], metrics: Sequence[str]
         out[(network, "patients")] = [int(np.isfinite(group[f"dice_{n}"]).sum()) for n in names] + [len(group)]
     table = pd.DataFrame(out, index=pd.Index([*names, "mean"], name="organ"))
     table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def _network_rows(rows: pd.DataFrame, network: str) -> pd.DataFrame:
+    group = rows[rows["network"] == network]
+    if not len(group):
+        raise ValueError(f"no rows of network {network!r}; the table holds {sorted(set(rows['network']))}")
+    return group.set_index("case")
+
+
+def paired_comparison(rows: pd.DataFrame, a: str, b: str, names: Sequence[str], metric: str = "dice"
+                      ) -> pd.DataFrame:
+    """Network ``a`` against ``b`` on the patients both validated, per organ and for the per-patient mean over organs
+    (as in :func:`kfold_table`): the patients paired, both means, the mean difference a − b, how many patients each
+    network does better on, and the two-sided Wilcoxon signed-rank p (scipy; ties dropped, NaN when every
+    difference is 0). A pair counts where both values are finite (an organ not delineated, or the infinite HD95 of a
+    missed organ, leaves the pair out). For Dice higher is better; for a distance (``hd95``) lower is, and ``a
+    better`` counts the patients where a's is lower.
+
+    Raises:
+        ValueError: a network without rows (the networks present named).
+    """
+    from scipy.stats import wilcoxon
+
+    ra, rb = _network_rows(rows, a), _network_rows(rows, b)
+    cases = ra.index.intersection(rb.index)
+    cols = [f"{metric}_{n}" for n in names]
+    va, vb = ra.loc[cases, cols].to_numpy(dtype=float), rb.loc[cases, cols].to_numpy(dtype=float)
+    columns = [*(va[:, j] for j in range(len(names))), _patient_means(va)]
+    columns_b = [*(vb[:, j] for j in range(len(names))), _patient_means(vb)]
+    sign = -1.0 if metric.startswith("hd") else 1.0
+    out = []
+    for x, y in zip(columns, columns_b, strict=True):
+        keep = np.isfinite(x) & np.isfinite(y)
+        x, y = x[keep], y[keep]
+        d = x - y
+        p = float(wilcoxon(x, y).pvalue) if np.any(d != 0) else float("nan")
+        out.append({"patients": int(keep.sum()), a: x.mean() if len(x) else np.nan,
+                    b: y.mean() if len(y) else np.nan, f"{a} − {b}": d.mean() if len(d) else np.nan,
+                    f"{a} better": int((sign * d > 0).sum()), f"{b} better": int((sign * d < 0).sum()),
+                    "wilcoxon p": p})
+    return pd.DataFrame(out, index=pd.Index([*names, "mean"], name="organ"))
+
+
+def fold_means(rows: pd.DataFrame, names: Sequence[str], metric: str = "dice") -> pd.DataFrame:
+    """Fold × network: the mean over the fold's patients of the per-patient mean over organs (NaN where a network
+    has no rows for a fold), folds in order, and a last row ``all`` over each network's patients (the networks' own
+    folds: compare two networks patient by patient with :func:`paired_comparison`)."""
+    cols = [f"{metric}_{n}" for n in names]
+    frame = rows[["network", "fold"]].assign(value=_patient_means(rows[cols].to_numpy(dtype=float)))
+    table = frame.pivot_table(index="fold", columns="network", values="value", aggfunc="mean", sort=False)
+    table = table.sort_index().astype(float)
+    table.index = table.index.astype(object)
+    table.loc["all"] = frame.groupby("network", sort=False)["value"].mean()
+    table.columns.name = None
     return table
