@@ -131,12 +131,10 @@ def paired_comparison(rows: pd.DataFrame, a: str, b: str, names: Sequence[str], 
     ra, rb = _network_rows(rows, a), _network_rows(rows, b)
     cases = ra.index.intersection(rb.index)
     cols = [f"{metric}_{n}" for n in names]
-    va, vb = ra.loc[cases, cols].to_numpy(dtype=float), rb.loc[cases, cols].to_numpy(dtype=float)
-    columns = [*(va[:, j] for j in range(len(names))), _patient_means(va)]
-    columns_b = [*(vb[:, j] for j in range(len(names))), _patient_means(vb)]
+    va, vb = (r.loc[cases, cols].to_numpy(dtype=float) for r in (ra, rb))
     sign = -1.0 if metric.startswith("hd") else 1.0
     out = []
-    for x, y in zip(columns, columns_b, strict=True):
+    for x, y in zip([*va.T, _patient_means(va)], [*vb.T, _patient_means(vb)], strict=True):  # organs, then the mean
         keep = np.isfinite(x) & np.isfinite(y)
         x, y = x[keep], y[keep]
         d = x - y
