@@ -33,12 +33,15 @@ def test_each_command_parses_into_its_recipe():
         assert cfg.condition == "onehot" and cfg.consistency == 12 and cfg.consistency_start == 0.75
         assert cfg.precision == "auto"  # every cell in the same arithmetic
         assert cell == f"{cfg.category}_s{cfg.seed}" and cfg.category in CATEGORIES
-        assert (cfg.augment, cfg.r1, cfg.d_norm, cfg.consistency_distance) == {
-            "shipped": ("none", 0.0, "batch", "jaccard"),
-            "diffaug": ("translate+cutout", 0.0, "batch", "jaccard"),
-            "diffaug_l1": ("translate+cutout", 0.0, "batch", "l1"),
-            "diffaug_r1": ("translate+cutout", 1.0, "batch", "jaccard"),
-            "robust": ("translate+cutout", 1.0, "spectral", "jaccard")}[recipe]
+        assert (cfg.augment, cfg.r1, cfg.d_norm, cfg.consistency_distance, cfg.batch_size, cfg.d_mbstd) == {
+            "shipped": ("none", 0.0, "batch", "jaccard", 128, 0),
+            "diffaug": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0),
+            "diffaug_l1": ("translate+cutout", 0.0, "batch", "l1", 128, 0),
+            "diffaug_r1": ("translate+cutout", 1.0, "batch", "jaccard", 128, 0),
+            "robust": ("translate+cutout", 1.0, "spectral", "jaccard", 128, 0),
+            "diffaug_b16": ("translate+cutout", 0.0, "batch", "jaccard", 16, 0),
+            "diffaug_mbstd": ("translate+cutout", 0.0, "batch", "jaccard", 128, 4),
+            "diffaug_b16_mbstd": ("translate+cutout", 0.0, "batch", "jaccard", 16, 4)}[recipe]
     with pytest.raises(ValueError, match="unknown recipes"):
         robustness_commands(recipes=["best"])
 

@@ -10,6 +10,7 @@ from voxhelpers.config import voxel_cgan_config
 from voxhelpers.data.shapes import make_conditions
 from voxhelpers.data.synthetic import procedural_shapes
 from voxhelpers.nets import CGANDiscriminator, CGANGenerator
+from voxhelpers.nets.voxel_gan import MinibatchStd
 from voxhelpers.systems.voxel_cgan import step
 from voxhelpers.training import TrainState, fit
 
@@ -119,6 +120,7 @@ def test_augmentation_changes_what_d_sees_and_nothing_else_by_default():
     ({"r1": -1.0}, "r1 >= 0"),
     ({"augment_p": 1.5}, "augment_p"),
     ({"d_norm": "layer"}, "d_norm must be one of"),
+    ({"d_mbstd": -1}, "d_mbstd >= 0"),
 ])
 def test_bad_robust_options(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -135,3 +137,39 @@ def test_robust_run_resumes_exactly(tmp_path):
         for name, v in a.models[key].state_dict().items():
             assert torch.equal(v, b.models[key].state_dict()[name]), f"{key}.{name}"
     assert a.history.equals(b.history) and "loss_r1" in a.history
+
+
+def test_minibatch_std_is_the_groups_mean_feature_std_by_hand():
+    x = torch.zeros(4, 2, 1, 1, 2)  # groups of 2: samples (0, 2) and (1, 3), as ProGAN's reshape
+    x[0, 0, 0, 0, 0], x[2, 0, 0, 0, 0] = 1.0, 3.0  # one feature spreads by 1 (population std), the others not
+    x[1, 1, 0, 0, 1], x[3, 1, 0, 0, 1] = 2.0, -2.0  # spread 2
+    y = MinibatchStd(2)(x)
+    assert y.shape == (4, 3, 1, 1, 2) and torch.equal(y[:, :2], x)
+    expected = torch.tensor([1.0, 2.0, 1.0, 2.0]) / 4  # mean of the 4 features' stds (√1e-8 ≈ 1e-4 for the others)
+    assert torch.allclose(y[:, 2, 0, 0, 0], expected, atol=2e-4) and torch.equal(y[:, 2, 0, 0, 0], y[:, 2, 0, 0, 1])
+    three = MinibatchStd(4)(x[:3])[:, 2].flatten(1)  # 3 samples, groups of 4 asked: one group of 3 (the divisor)
+    reference = np.sqrt(x[:3].flatten(1).numpy().var(0) + 1e-8).mean()
+    assert torch.allclose(three, torch.full_like(three, float(reference)), atol=1e-6)
+    assert MinibatchStd(4)(x[:1])[:, 2].abs().max() == 0  # one sample: no spread
+    with pytest.raises(ValueError, match="group_size"):
+        MinibatchStd(0)
+
+
+def test_minibatch_std_lets_d_tell_a_collapsed_batch_from_a_varied_one():
+    """A D that sees only the minibatch-std channel separates 8 copies of one grid from 8 different grids (a learnt
+    threshold). Without the layer no D can: the varied batch's first grid is the collapsed batch's grid itself."""
+    torch.manual_seed(0)
+    varied = torch.as_tensor(procedural_shapes("car", 8), dtype=torch.float32)[:, None]
+    collapsed = varied[:1].expand(8, -1, -1, -1, -1).contiguous()
+    D = CGANDiscriminator(channels=(4, 8, 8, 16), output="logits", mbstd=4)
+    assert isinstance(D.net[-2], MinibatchStd) and D.net[-1].in_channels == 17
+    opt = torch.optim.Adam(D.parameters(), 1e-2)
+    c = torch.zeros(8, dtype=torch.long)
+    for _ in range(60):
+        loss = nn.functional.softplus(-D(varied, c)).mean() + nn.functional.softplus(D(collapsed, c)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    D.eval()
+    with torch.no_grad():
+        assert D(varied, c).min() > D(collapsed, c).max()

@@ -69,6 +69,8 @@ class VoxelCGANConfig(Config):
                        "et al. 2018); 0: off")
     d_norm: str = option("batch", "D's normalisation: batch (the seed) or spectral (spectral norm on every layer, no "
                          "batch norm; Miyato et al. 2018)", ("batch", "spectral"))
+    d_mbstd: int = option(0, "minibatch standard deviation before D's last layer, in groups of this size (Karras "
+                          "et al. 2018: D sees how alike a batch's grids are); 0: off (the seed)")
     precision: str = precision_option("cuda")
     sample_every: int = option(40, "sample sheet and checkpoint every k epochs")
     n_train: int | None = option(None, "use only the first k shapes (default: all)")
@@ -101,8 +103,9 @@ class VoxelCGANConfig(Config):
         if "flip" in policy and self.n_conditions > 4:
             raise ValueError(f"augment 'flip' keeps conditions 0-3 only (quarter turns about the flipped axis); "
                              f"n_conditions is {self.n_conditions}: drop flip or use at most 4 conditions")
-        if not 0 <= self.augment_p <= 1 or not self.r1 >= 0:
-            raise ValueError(f"need augment_p in [0, 1] and r1 >= 0, got {self.augment_p}, {self.r1}")
+        if not 0 <= self.augment_p <= 1 or not self.r1 >= 0 or self.d_mbstd < 0:
+            raise ValueError(f"need augment_p in [0, 1], r1 >= 0 and d_mbstd >= 0, got {self.augment_p}, {self.r1}, "
+                             f"{self.d_mbstd}")
         if self.n_train is not None and self.n_train < 1:
             raise ValueError(f"n_train must be None or >= 1, got {self.n_train}")
 

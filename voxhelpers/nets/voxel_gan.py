@@ -81,6 +81,33 @@ class CGANGenerator(nn.Module):
         return self.net(x)  # (B, 1, 32, 32, 32)
 
 
+class MinibatchStd(nn.Module):
+    """Minibatch standard deviation (Karras et al. 2018, ProGAN §3): appends one channel holding, for each group of
+    ``group_size`` samples, the mean over features and positions of the features' standard deviation across the
+    group — D then sees how alike the grids of a batch are, and a generator drawing one shape for every z is told
+    apart from the real set. The group is the largest size ≤ ``group_size`` that divides the batch (1: the channel
+    is 0, as a batch of one has no spread).
+
+    Shapes:
+        forward(x (B, C, *spatial)) → (B, C + 1, *spatial).
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        g = next(k for k in range(min(self.group_size, b), 0, -1) if b % k == 0)
+        y = x.float().reshape(g, b // g, *x.shape[1:])  # sample i is in group i % (b // g), as ProGAN
+        std = (y.var(0, unbiased=False) + 1e-8).sqrt() if g > 1 else torch.zeros_like(y[0])
+        stat = std.flatten(1).mean(1)  # (b // g,)
+        plane = stat.repeat(g).to(x.dtype).reshape(b, 1, *([1] * (x.ndim - 2))).expand(b, 1, *x.shape[2:])
+        return torch.cat([x, plane], 1)
+
+
 class CGANDiscriminator(nn.Module):
     """Conditional voxel discriminator: grid + constant condition plane(s) → one score per sample.
 
@@ -88,7 +115,8 @@ class CGANDiscriminator(nn.Module):
     BatchNorm3d + LeakyReLU(0.2) on the first four (``norm="spectral"``: spectral normalisation of every layer's
     weight instead, no batch norm, as SN-GAN); Sigmoid output (the seed) or raw logits. The layers are
     :class:`~voxhelpers.nets.fast_conv3d.FastConv3d`: ``nn.Conv3d`` with exact CPU fast paths for the first (few input
-    channels), fourth (4³ → 2³) and last (2³ → 1³).
+    channels), fourth (4³ → 2³) and last (2³ → 1³). ``mbstd`` > 0 puts a :class:`MinibatchStd` (groups of that size)
+    before the last layer, which then reads one more channel (not in the seed; ProGAN's remedy for mode collapse).
     2,774,433 parameters with the seed's scalar condition.
 
     Args:
@@ -102,7 +130,7 @@ class CGANDiscriminator(nn.Module):
     """
 
     def __init__(self, n_conditions: int = 2, condition: str = "scalar", output: str = "probs",
-                 channels: tuple[int, ...] = (32, 64, 128, 256), norm: str = "batch"):
+                 channels: tuple[int, ...] = (32, 64, 128, 256), norm: str = "batch", mbstd: int = 0):
         super().__init__()
         if output not in OUTPUT_KINDS:
             raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
@@ -119,7 +147,9 @@ class CGANDiscriminator(nn.Module):
                        nn.BatchNorm3d(out_ch) if norm == "batch" else nn.Identity(),
                        nn.LeakyReLU(0.2, inplace=norm == "batch")]
             in_ch = out_ch
-        layers += [sn(FastConv3d(in_ch, 1, 4, 2, 1))]
+        if mbstd:
+            layers += [MinibatchStd(mbstd)]
+        layers += [sn(FastConv3d(in_ch + (1 if mbstd else 0), 1, 4, 2, 1))]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -397,7 +427,8 @@ NETWORKS = {
     "voxel_cgan": {
         "generator": lambda c: CGANGenerator(c.z_dim, c.n_conditions, c.condition),
         "discriminator": lambda c: CGANDiscriminator(c.n_conditions, c.condition, c.output,
-                                                     norm=getattr(c, "d_norm", "batch")),
+                                                     norm=getattr(c, "d_norm", "batch"),
+                                                     mbstd=getattr(c, "d_mbstd", 0)),
     },
     "iwgan": {
         "generator": lambda c: IWGANGenerator(c.z_dim, **_widths(c.g_channels)),

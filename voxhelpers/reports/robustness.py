@@ -25,13 +25,18 @@ _SHIPPED = "--consistency 12 --consistency-start 0.75 --condition onehot"
 #: recipe name → the flags after ``--data`` and ``--seed``. ``shipped`` is today's recipe unchanged (EMA 0.98 by
 #: default); the others add the small-data remedies one by one, then together (logits D for R1 and spectral norm);
 #: ``diffaug_l1`` swaps the consistency term's soft Jaccard for the L1 distance that shared mass cannot lower (the
-#: first ``robust`` cell drew walls both views share: docs/voxel_cgan.md)
+#: first ``robust`` cell drew walls both views share: docs/voxel_cgan.md); ``diffaug_b16`` takes batches of 16 (five G
+#: and D updates an epoch where the seed's 128 > 80 shapes made one, at the same cost an epoch), ``diffaug_mbstd`` gives
+#: D the minibatch standard deviation (ProGAN), ``diffaug_b16_mbstd`` both
 RECIPES = {
     "shipped": _SHIPPED,
     "diffaug": f"{_SHIPPED} --augment translate+cutout",
     "diffaug_l1": f"{_SHIPPED} --augment translate+cutout --consistency-distance l1",
     "diffaug_r1": f"{_SHIPPED} --augment translate+cutout --variant sound --r1 1",
     "robust": f"{_SHIPPED} --augment translate+cutout --variant sound --r1 1 --d-norm spectral",
+    "diffaug_b16": f"{_SHIPPED} --augment translate+cutout --batch-size 16",
+    "diffaug_mbstd": f"{_SHIPPED} --augment translate+cutout --d-mbstd 4",
+    "diffaug_b16_mbstd": f"{_SHIPPED} --augment translate+cutout --batch-size 16 --d-mbstd 4",
 }
 #: what the table reads from each run's metrics.json
 METRICS = ("one_nna", "cov", "mmd", "occupancy_error", "avar", "aad")
