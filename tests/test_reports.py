@@ -186,6 +186,23 @@ def shipped(system_folder: str, name: str) -> dict:
     return next(c for c in cards.values() if c["path"].endswith(name))
 
 
+def test_cgan_cards_are_kept_apart_by_number_of_conditions(tmp_path):
+    import json
+
+    for folder, n in (("airplane", 2), ("airplane_n4", 4), ("car", 2)):
+        (tmp_path / folder).mkdir()
+        card = cgan_card(folder.split("_")[0], "bce")
+        card["config"]["n_conditions"] = n
+        (tmp_path / folder / "bce.json").write_text(json.dumps(card))
+    assert sorted(reports.voxel_cgan_cards(tmp_path)) == [("airplane", "bce"), ("car", "bce")]
+    four = reports.voxel_cgan_cards(tmp_path, n_conditions=4)
+    assert list(four) == [("airplane", "bce")] and four[("airplane", "bce")]["path"].endswith("airplane_n4/bce.json")
+    (tmp_path / "airplane_again").mkdir()
+    (tmp_path / "airplane_again" / "bce.json").write_text((tmp_path / "airplane" / "bce.json").read_text())
+    with pytest.raises(ValueError, match="two cards for"):
+        reports.voxel_cgan_cards(tmp_path)
+
+
 def test_quick_metrics_without_data_recomputes_only_consistency(tmp_path):
     card = shipped("voxel_cgan", "airplane/bce_mse_60_40.json")
     m = reports.quick_metrics(card, "smoke", roots=[tmp_path])

@@ -27,7 +27,9 @@ _SHIPPED = "--consistency 12 --consistency-start 0.75 --condition onehot"
 #: ``diffaug_l1`` swaps the consistency term's soft Jaccard for the L1 distance that shared mass cannot lower (the
 #: first ``robust`` cell drew walls both views share: docs/voxel_cgan.md); ``diffaug_b16`` takes batches of 16 (five G
 #: and D updates an epoch where the seed's 128 > 80 shapes made one, at the same cost an epoch), ``diffaug_mbstd`` gives
-#: D the minibatch standard deviation (ProGAN), ``diffaug_b16_mbstd`` both
+#: D the minibatch standard deviation (ProGAN), ``diffaug_b16_mbstd`` both; ``diffaug_c0`` is ``diffaug`` with the
+#: consistency term off (a control: how much of the late collapse is the term's), ``diffaug_w4`` and
+#: ``diffaug_b16_w4`` the term at weight 4 (the shipped recipe's other converging schedule: docs/voxel_cgan.md)
 RECIPES = {
     "shipped": _SHIPPED,
     "diffaug": f"{_SHIPPED} --augment translate+cutout",
@@ -37,6 +39,10 @@ RECIPES = {
     "diffaug_b16": f"{_SHIPPED} --augment translate+cutout --batch-size 16",
     "diffaug_mbstd": f"{_SHIPPED} --augment translate+cutout --d-mbstd 4",
     "diffaug_b16_mbstd": f"{_SHIPPED} --augment translate+cutout --batch-size 16 --d-mbstd 4",
+    "diffaug_c0": "--consistency 0 --consistency-start 0.75 --condition onehot --augment translate+cutout",
+    "diffaug_w4": "--consistency 4 --consistency-start 0.75 --condition onehot --augment translate+cutout",
+    "diffaug_b16_w4": "--consistency 4 --consistency-start 0.75 --condition onehot --augment translate+cutout "
+                      "--batch-size 16",
 }
 #: what the table reads from each run's metrics.json
 METRICS = ("one_nna", "cov", "mmd", "occupancy_error", "avar", "aad")

@@ -26,14 +26,25 @@ SEED_AAD_AVAR: dict[tuple[str, str], tuple[float, float] | None] = {
 CARD_METRICS = ("aad", "avar", "aad_real", "avar_real", "cov", "mmd", "one_nna", "occupancy_error")
 
 
-def voxel_cgan_cards(folder: str | Path) -> dict[tuple[str, str], dict]:
-    """All cGAN model cards under ``folder`` (``<category>/<loss>.json``), keyed by (category, loss)."""
+def voxel_cgan_cards(folder: str | Path, n_conditions: int = 2) -> dict[tuple[str, str], dict]:
+    """The cGAN model cards under ``folder`` (``<category>/<loss>.json``) trained with ``n_conditions`` rotation
+    conditions (2: the seed's, the tables' cells), keyed by (category, loss).
+
+    Raises:
+        ValueError: two cards for one (category, loss) at that number of conditions (both paths named).
+    """
     cards = {}
     for path in sorted(Path(folder).glob("*/*.json")):
         card = json.loads(path.read_text())
         if card.get("system") == "voxel_cgan":
             cfg = VoxelCGANConfig.from_dict(card["config"])
-            cards[(cfg.category, cfg.loss)] = {**card, "path": str(path)}
+            if cfg.n_conditions != n_conditions:
+                continue
+            key = (cfg.category, cfg.loss)
+            if key in cards:
+                raise ValueError(f"two cards for {key} with {n_conditions} conditions: {cards[key]['path']} and "
+                                 f"{path}; expected one")
+            cards[key] = {**card, "path": str(path)}
     return cards
 
 
