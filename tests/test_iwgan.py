@@ -19,7 +19,7 @@ from voxhelpers.nets import (
     build_network,
     count_parameters,
 )
-from voxhelpers.nets.voxel_gan import reparameterize, tanh_to_occupancy, voxels_to_tanh
+from voxhelpers.nets.iwgan import reparameterize, tanh_to_occupancy, voxels_to_tanh
 from voxhelpers.systems import get_system
 from voxhelpers.systems.iwgan import step as iwgan_step
 

@@ -21,7 +21,7 @@ from voxhelpers.inference import (
     save_pretrained,
 )
 from voxhelpers.nets import IWGANGenerator, build_network
-from voxhelpers.nets.voxel_gan import IWGANCritic
+from voxhelpers.nets.iwgan import IWGANCritic
 from voxhelpers.plots import SampleSheets
 from voxhelpers.systems import get_system
 from voxhelpers.systems.iwgan import shapes

@@ -6,7 +6,7 @@ import torch
 from voxhelpers.config import VoxelCGANConfig
 from voxhelpers.data.io import load_weights, save_weights
 from voxhelpers.nets import NETWORKS, CGANDiscriminator, CGANGenerator, build_network, count_parameters
-from voxhelpers.nets.voxel_gan import reparameterize
+from voxhelpers.nets.iwgan import reparameterize
 from voxhelpers.systems import get_system
 
 #: every system × role of the registry, plus the cGAN's one-hot conditions and logits output, the MONAI peers and

@@ -1,6 +1,7 @@
 """The quick evaluation's pieces in voxhelpers.reports: targets, protocols in words, the data check, the one results
 table from hand-made cards, and the recomputation on the shipped weights (tiny budgets; a few seconds on CPU)."""
 
+import json
 import math
 from pathlib import Path
 
@@ -187,8 +188,6 @@ def shipped(system_folder: str, name: str) -> dict:
 
 
 def test_cgan_cards_are_kept_apart_by_number_of_conditions(tmp_path):
-    import json
-
     for folder, n in (("airplane", 2), ("airplane_n4", 4), ("car", 2)):
         (tmp_path / folder).mkdir()
         card = cgan_card(folder.split("_")[0], "bce")

@@ -26,7 +26,7 @@ from voxhelpers.inference import (
 from voxhelpers.inference.evaluation import _retrieval_features
 from voxhelpers.metrics import DEFAULT_THRESHOLDS, choose_threshold, iou, voxel_average_precision
 from voxhelpers.nets import VAEIWGAN, ImageEncoder, IWGANCritic, IWGANGenerator
-from voxhelpers.nets.voxel_gan import reparameterize, tanh_to_occupancy
+from voxhelpers.nets.iwgan import reparameterize, tanh_to_occupancy
 from voxhelpers.ops.render import random_views, render_voxels
 from voxhelpers.plots import SampleSheets
 from voxhelpers.systems import get_system

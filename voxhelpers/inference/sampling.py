@@ -73,12 +73,12 @@ def generate_unconditional(G: nn.Module, z: torch.Tensor, batch_size: int = 100)
         batch_size: chunk size.
 
     Returns:
-        float32 (B, 1, D, H, W) in [0, 1] (:func:`voxhelpers.nets.voxel_gan.tanh_to_occupancy`); threshold at 0.5.
+        float32 (B, 1, D, H, W) in [0, 1] (:func:`voxhelpers.nets.iwgan.tanh_to_occupancy`); threshold at 0.5.
 
     Raises:
         ValueError: ``z`` not (B, z_dim) with B ≥ 1.
     """
-    from ..nets.voxel_gan import tanh_to_occupancy
+    from ..nets.iwgan import tanh_to_occupancy
 
     if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] != G.z_dim:
         raise ValueError(f"z must be (B, {G.z_dim}) with B >= 1, got {tuple(z.shape)}")
@@ -137,7 +137,7 @@ def reconstruct(model: nn.Module, images: torch.Tensor, batch_size: int = 64) ->
     Raises:
         ValueError: images of the wrong size or channel count (the encoder names what it expects).
     """
-    from ..nets.voxel_gan import tanh_to_occupancy
+    from ..nets.iwgan import tanh_to_occupancy
 
     device = next(model.parameters()).device
     was_training = model.training

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import crgan, pix2pix, vnet, voxel_gan, xray_ct
+from . import crgan, iwgan, pix2pix, vnet, voxel_gan, xray_ct
 from .crgan import CRGANCritic, CRGANGenerator
+from .iwgan import VAEIWGAN, ImageEncoder, IWGANCritic, IWGANGenerator
 from .pix2pix import PatchDiscriminator, Pix2PixGenerator
 from .vnet import VNet
-from .voxel_gan import VAEIWGAN, CGANDiscriminator, CGANGenerator, ImageEncoder, IWGANCritic, IWGANGenerator
+from .voxel_gan import CGANDiscriminator, CGANGenerator
 
 #: system → role → constructor taking the system's config
 NETWORKS: dict[str, dict] = {
     **voxel_gan.NETWORKS,
+    **iwgan.NETWORKS,
     **xray_ct.NETWORKS,
     **vnet.NETWORKS,
     **pix2pix.NETWORKS,

@@ -14,7 +14,7 @@ import torch
 
 from ..config.iwgan import IWGANConfig
 from ..losses import adversarial_loss, gradient_penalty
-from ..nets.voxel_gan import voxels_to_tanh
+from ..nets.iwgan import voxels_to_tanh
 from ..ops.diffaugment import diff_augment
 from .base import Splits, System, frozen, generator_stepped, sample_z
 
@@ -80,7 +80,7 @@ def check_scores(scores: torch.Tensor, what: str, step: int) -> None:
 def step(models: dict, optimizers: dict, batch: dict, cfg: IWGANConfig, state) -> dict[str, float]:
     """One batch of 3D-IWGAN (Smith & Meger, CoRL 2017, arXiv 1707.09557; WGAN-GP, Gulrajani et al. 2017).
 
-    Critic step (every batch): x = 2·real − 1 (:func:`voxhelpers.nets.voxel_gan.voxels_to_tanh`), x̃ = G(z) without
+    Critic step (every batch): x = 2·real − 1 (:func:`voxhelpers.nets.iwgan.voxels_to_tanh`), x̃ = G(z) without
     gradients to G, and loss_d = E[D(x̃)] − E[D(x)] + ``cfg.gp_weight``·GP (:func:`voxhelpers.losses.gradient_penalty`,
     per-sample norm). Generator step (only when ``state.step % cfg.n_critic == 0``, the paper's one G update per 5
     critic updates), with D's parameters frozen: loss_g = −E[D(G(z))]. Runs in fp32 (no autocast: the penalty's

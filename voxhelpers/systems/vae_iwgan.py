@@ -14,7 +14,7 @@ import torch
 
 from ..config.iwgan import VAEIWGANConfig
 from ..losses import adversarial_loss, gradient_penalty, kl_divergence
-from ..nets.voxel_gan import reparameterize, tanh_to_occupancy, voxels_to_tanh
+from ..nets.iwgan import reparameterize, tanh_to_occupancy, voxels_to_tanh
 from .base import Splits, System, frozen
 from .iwgan import check_scores, dataset, shapes
 
