@@ -291,6 +291,34 @@ def test_threshold_is_chosen_on_validation_and_applied_to_test_unchanged():
     assert list(table["name"]) == [s.name for s in test] and metrics["n_images"] == 2 and metrics["n_validation"] == 3
 
 
+def test_native_metrics_score_the_images_own_pixels():
+    """Held-out images cropped to a 40² window of their 64² frames (fit ``crop``): at the fitted size the passthrough
+    "generator" is perfect (Dice 1), but at the images' own pixels every vessel pixel outside the window is missed,
+    so each native Dice is 2·TP / (2·TP + FN) with TP the vessel pixels inside the window, FN those outside, no false
+    positive — counted here by hand from the window's position (rows and columns 12..51 of the disc's 64² frame)."""
+    from voxhelpers.data.retina import fit_sample
+
+    native_val, native_test = _samples(3, fov=True, seed=1), _samples(2, fov=True, seed=2)
+    val, test = ([fit_sample(s, 40, "crop") for s in part] for part in (native_val, native_test))
+    cfg = _cfg(fit="crop")
+    splits = Splits([], {"validation": val, "test": test, "validation_native": native_val,
+                         "test_native": native_test})
+    metrics, _ = get_system("pix2pix").details(_Passthrough(), cfg, splits)
+    assert metrics["dice"] == 1.0 and metrics["native_threshold"] == pytest.approx(0.30)
+    window = np.zeros((64, 64), bool)
+    window[12:52, 12:52] = True
+    expected = []
+    for s in native_test:
+        tp, fn = (s.mask.astype(bool) & window).sum(), (s.mask.astype(bool) & ~window).sum()
+        assert fn > 0  # the case is not trivial: vessels leave the window
+        expected.append(2 * tp / (2 * tp + fn))
+    assert metrics["native_dice"] == pytest.approx(np.mean(expected))
+    assert metrics["native_specificity"] == 1.0 and metrics["native_n_images"] == 2
+    # without the native parts (splits built by hand, as above) the metrics are the fitted ones only
+    plain, _ = get_system("pix2pix").details(_Passthrough(), cfg, Splits([], {"validation": val, "test": test}))
+    assert not any(k.startswith("native_") for k in plain)
+
+
 def test_evaluate_keys_and_the_field_of_view():
     system, cfg = get_system("pix2pix"), _cfg()
     splits = Splits(_samples(2, fov=True), {"validation": _samples(2, fov=True, seed=1),

@@ -28,6 +28,7 @@ from voxhelpers.data.retina import (
     read_mask,
     soul_pairs,
     split_by_image,
+    unfit_map,
 )
 
 
@@ -301,6 +302,44 @@ def test_fit_sample_sizes_and_masks_nearest():
         fit_sample(s, 0)
     with pytest.raises(ValueError, match="field-of-view mask is empty"):
         fit_sample(RetinaSample("x", img, mask, np.zeros_like(mask)), 4, "crop")
+
+
+def test_unfit_map_brings_fitted_maps_back_to_the_native_pixels():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (1, 6, 8), dtype=np.uint8)
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:4, 3:6] = 1
+    s = RetinaSample("x", img, mask)
+    # crop 4×4 (rows 1..4, cols 2..5): placed back exactly, 0 where the window did not reach
+    values = rng.random((4, 4)).astype(np.float32)
+    back = unfit_map(values, s, "crop")
+    expected = np.zeros((6, 8), np.float32)
+    expected[1:5, 2:6] = values
+    assert back.shape == (6, 8) and np.array_equal(back, expected)
+    # a window larger than the frame: the fitted mask comes back as the native mask
+    assert np.array_equal(unfit_map(fit_sample(s, (8, 8), "crop").mask, s, "crop"), mask)
+    # resize ×2 and back: a constant map stays constant (bilinear weights sum to 1); the mask comes back at 0.5
+    assert np.allclose(unfit_map(np.full((12, 16), 0.7, np.float32), s, "resize"), 0.7, atol=1e-6)
+    big = fit_sample(s, (12, 16), "resize")
+    assert np.array_equal(unfit_map(big.mask.astype(np.float32), s, "resize") > 0.5, mask.astype(bool))
+    # fov_resize of a DRIVE-like frame (a disc off the centre, thin oblique vessels) up to 2× and back: the field's
+    # square returns to its place, 0 outside the field of view, the vessels' Dice after the round trip > 0.9
+    yy, xx = np.mgrid[:60, :70]
+    fov = ((yy - 30) ** 2 + (xx - 32) ** 2 < 27 ** 2).astype(np.uint8)
+    vessels = ((np.abs(yy - 0.6 * xx - 5) < 1.5) | (np.abs(yy + 0.8 * xx - 70) < 1.2)).astype(np.uint8) & fov
+    d = RetinaSample("d", np.zeros((1, 60, 70), np.uint8), vessels, fov)
+    up = fit_sample(d, 112, "fov_resize")
+    back = unfit_map(up.mask.astype(np.float32), d, "fov_resize")
+    assert back.shape == (60, 70) and (back[fov == 0] == 0).all() and back.max() <= 1
+    hit = back > 0.5
+    assert 2 * (hit & (vessels > 0)).sum() / (hit.sum() + vessels.sum()) > 0.9
+    assert np.allclose(unfit_map(np.ones((112, 112), np.float32), d, "fov_resize"), fov, atol=1e-6)
+    with pytest.raises(ValueError, match="finite"):
+        unfit_map(np.full((4, 4), np.nan), s, "crop")
+    with pytest.raises(ValueError, match=r"\(H, W\) map"):
+        unfit_map(np.zeros((1, 4, 4)), s, "crop")
+    with pytest.raises(ValueError, match="fit must be one of"):
+        unfit_map(values, s, "stretch")
 
 
 def test_split_by_image_rule_and_errors():

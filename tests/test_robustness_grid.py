@@ -30,8 +30,9 @@ def test_each_command_parses_into_its_recipe():
         args = _parser().parse_args(argv[1:])
         cfg = VoxelCGANConfig.for_profile("cpu", **given_config(args, VoxelCGANConfig))
         recipe, cell = args.out.split("/")[-2:]
-        assert cfg.condition == "onehot" and cfg.consistency_start == 0.75
-        assert cfg.consistency == {"diffaug_c0": 0, "diffaug_w4": 4, "diffaug_b16_w4": 4}.get(recipe, 12)
+        assert cfg.condition == "onehot" and cfg.consistency_start == (0 if recipe == "diffaug_s0w4" else 0.75)
+        assert cfg.consistency == {"diffaug_c0": 0, "diffaug_w4": 4, "diffaug_b16_w4": 4,
+                                   "diffaug_s0w4": 4}.get(recipe, 12)
         assert cfg.precision == "auto"  # every cell in the same arithmetic
         assert cell == f"{cfg.category}_s{cfg.seed}" and cfg.category in CATEGORIES
         assert (cfg.augment, cfg.r1, cfg.d_norm, cfg.consistency_distance, cfg.batch_size, cfg.d_mbstd) == {
@@ -45,7 +46,10 @@ def test_each_command_parses_into_its_recipe():
             "diffaug_b16_mbstd": ("translate+cutout", 0.0, "batch", "jaccard", 16, 4),
             "diffaug_c0": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0),
             "diffaug_w4": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0),
-            "diffaug_b16_w4": ("translate+cutout", 0.0, "batch", "jaccard", 16, 0)}[recipe]
+            "diffaug_b16_w4": ("translate+cutout", 0.0, "batch", "jaccard", 16, 0),
+            "diffaug_s0w4": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0),
+            "diffaug_nogate": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0)}[recipe]
+        assert cfg.d_acc_gate == (1.01 if recipe == "diffaug_nogate" else 0.95)
     with pytest.raises(ValueError, match="unknown recipes"):
         robustness_commands(recipes=["best"])
 

@@ -34,21 +34,24 @@ import numpy as np
 
 from ..config.paths import DatasetNotFoundError, find_data
 from .retina_io import (
+    ENHANCEMENTS,
     FITS,
     GRAY_TOLERANCE,
     LOSSY_SUFFIXES,  # noqa: F401 (re-exported: importable from here as before the split)
     MASK_RULES,
     RetinaSample,
+    enhance,
     fit_sample,
     read_image,
     read_mask,
+    unfit_map,
 )
 
 __all__ = [
-    "DRIVE_HOW_TO_GET", "FITS", "GRAY_TOLERANCE", "IMAGE_SUFFIXES", "MASK_RULES", "OCTA500_HOW_TO_GET",
-    "SOUL_HOW_TO_GET", "PairPaths", "RetinaSample", "drive_pairs", "drive_splits", "fit_sample", "folder_pairs",
-    "load_drive", "load_folder", "load_octa500", "load_pair", "load_pairs", "load_soul", "octa500_pairs",
-    "octa500_splits", "read_image", "read_mask", "soul_pairs", "split_by_image",
+    "DRIVE_HOW_TO_GET", "ENHANCEMENTS", "FITS", "GRAY_TOLERANCE", "IMAGE_SUFFIXES", "MASK_RULES", "OCTA500_HOW_TO_GET",
+    "SOUL_HOW_TO_GET", "PairPaths", "RetinaSample", "drive_pairs", "drive_splits", "enhance", "fit_sample",
+    "folder_pairs", "load_drive", "load_folder", "load_octa500", "load_pair", "load_pairs", "load_soul",
+    "octa500_pairs", "octa500_splits", "read_image", "read_mask", "soul_pairs", "split_by_image", "unfit_map",
 ]
 
 #: file suffixes read as images or masks (case-insensitive)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ENHANCEMENTS", "FITS", "GRAY_TOLERANCE", "LOSSY_SUFFIXES", "MASK_RULES", "RetinaSample", "enhance",
-           "fit_sample", "read_image", "read_mask"]
+           "fit_sample", "read_image", "read_mask", "unfit_map"]
 
 #: mask file suffixes whose compression blurs the two levels (``mask_rule="auto"`` thresholds them)
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
@@ -234,28 +234,59 @@ def fit_sample(sample: RetinaSample, size, fit: str = "resize") -> RetinaSample:
     Raises:
         ValueError: unknown ``fit``, a bad ``size``, or an empty field of view.
     """
+    h, w = _size(size)
+    window = _fit_window(sample, (h, w), fit)
+    arrays = [sample.image, sample.mask, sample.fov]
+    out = arrays
+    if window is not None:
+        out = [_window(a, *window) if a is not None else None for a in arrays]
+    if fit != "crop":
+        out = [_resize(a, (h, w), nearest=i > 0) if a is not None else None for i, a in enumerate(out)]
+    return RetinaSample(sample.name, *out, patient=sample.patient, stage=sample.stage)
+
+
+def _fit_window(sample: RetinaSample, hw: tuple[int, int], fit: str) -> tuple[int, int, int, int] | None:
+    """(top, left, height, width) of the native window ``fit`` cuts (None for ``resize``: the whole frame)."""
     if fit not in FITS:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-    h, w = _size(size)
     H, W = sample.mask.shape
+    box = (0, H, 0, W)
     if sample.fov is not None:
         rows, cols = np.nonzero(sample.fov.any(axis=1))[0], np.nonzero(sample.fov.any(axis=0))[0]
         if not len(rows):
             raise ValueError(f"{sample.name}: the field-of-view mask is empty; expected a non-empty field")
         box = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1)
-    else:
-        box = (0, H, 0, W)
-    arrays = [sample.image, sample.mask, sample.fov]
     if fit == "resize":
-        out = [_resize(a, (h, w), nearest=i > 0) if a is not None else None for i, a in enumerate(arrays)]
-    else:
-        ch, cw = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
-        wh, ww = (h, w) if fit == "crop" else (max(box[1] - box[0], box[3] - box[2]),) * 2
-        top, left = int(round(ch - wh / 2)), int(round(cw - ww / 2))
-        out = [_window(a, top, left, wh, ww) if a is not None else None for a in arrays]
-        if fit == "fov_resize":
-            out = [_resize(a, (h, w), nearest=i > 0) if a is not None else None for i, a in enumerate(out)]
-    return RetinaSample(sample.name, *out, patient=sample.patient, stage=sample.stage)
+        return None
+    ch, cw = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
+    wh, ww = hw if fit == "crop" else (max(box[1] - box[0], box[3] - box[2]),) * 2
+    return int(round(ch - wh / 2)), int(round(cw - ww / 2)), int(wh), int(ww)
+
+
+def unfit_map(values: np.ndarray, native: RetinaSample, fit: str = "resize") -> np.ndarray:
+    """A map predicted on the fitted image (``values``, (S, S) or (h, w) float, e.g. vessel probabilities) brought
+    back to the native frame of ``native`` (the sample as read, before :func:`fit_sample`): the inverse of ``fit``,
+    bilinear where it resized (values stay in their range), 0 where the fitted window did not reach and outside
+    ``native``'s field of view. Scoring there compares with results reported at the images' own pixels.
+
+    Raises:
+        ValueError: ``values`` not 2-D and finite, an unknown ``fit``, or an empty field of view.
+    """
+    from PIL import Image
+
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or not np.isfinite(values).all():
+        raise ValueError(f"values must be a finite (H, W) map, got shape {values.shape}"
+                         + ("" if values.ndim != 2 else " with NaN or inf"))
+    H, W = native.mask.shape
+    window = _fit_window(native, values.shape, fit)
+    top, left, wh, ww = window if window is not None else (0, 0, H, W)
+    if fit != "crop":
+        values = np.asarray(Image.fromarray(values, mode="F").resize((ww, wh), Image.Resampling.BILINEAR))
+    out = np.zeros((H, W), np.float32)
+    r0, r1, c0, c1 = max(top, 0), min(top + wh, H), max(left, 0), min(left + ww, W)
+    out[r0:r1, c0:c1] = values[r0 - top:r1 - top, c0 - left:c1 - left]
+    return out * native.fov if native.fov is not None else out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,10 +24,10 @@ CATEGORIES = ("chair", "table", "lamp", "sofa", "rifle", "bench")
 _AUG = "--augment translate+cutout"
 
 
-def _flags(*extra: str, consistency: int = 12) -> str:
+def _flags(*extra: str, consistency: int = 12, start: float = 0.75) -> str:
     """The shipped recipe's flags (``--consistency 12 --consistency-start 0.75 --condition onehot``), with another
-    weight of the consistency term and ``extra`` flags appended."""
-    return " ".join((f"--consistency {consistency} --consistency-start 0.75 --condition onehot", *extra))
+    weight or start of the consistency term and ``extra`` flags appended."""
+    return " ".join((f"--consistency {consistency} --consistency-start {start:g} --condition onehot", *extra))
 
 
 #: recipe name → the flags after ``--data`` and ``--seed``. ``shipped`` is today's recipe unchanged (EMA 0.98 by
@@ -37,7 +37,11 @@ def _flags(*extra: str, consistency: int = 12) -> str:
 #: and D updates an epoch where the seed's 128 > 80 shapes made one, at the same cost an epoch), ``diffaug_mbstd`` gives
 #: D the minibatch standard deviation (ProGAN), ``diffaug_b16_mbstd`` both; ``diffaug_c0`` is ``diffaug`` with the
 #: consistency term off (a control: how much of the late collapse is the term's), ``diffaug_w4`` and
-#: ``diffaug_b16_w4`` the term at weight 4 (the shipped recipe's other converging schedule: docs/voxel_cgan.md)
+#: ``diffaug_b16_w4`` the term at weight 4 (the shipped recipe's other converging schedule: docs/voxel_cgan.md);
+#: ``diffaug_s0w4`` switches the term on from the first epoch at weight 4 (ramped over the first 10 %), so that G
+#: never meets it late (its late onset is what shrinks the shapes before the collapse: docs/voxel_cgan.md);
+#: ``diffaug_nogate`` keeps the shipped term but never skips D's step (``--d-acc-gate 1.01``: a soft accuracy cannot
+#: reach it), asking whether the gate's frozen D is what every z collapses onto
 RECIPES = {
     "shipped": _flags(),
     "diffaug": _flags(_AUG),
@@ -50,6 +54,8 @@ RECIPES = {
     "diffaug_c0": _flags(_AUG, consistency=0),
     "diffaug_w4": _flags(_AUG, consistency=4),
     "diffaug_b16_w4": _flags(_AUG, "--batch-size 16", consistency=4),
+    "diffaug_s0w4": _flags(_AUG, consistency=4, start=0),
+    "diffaug_nogate": _flags(_AUG, "--d-acc-gate 1.01"),
 }
 #: what the table reads from each run's metrics.json
 METRICS = ("one_nna", "cov", "mmd", "occupancy_error", "avar", "aad")

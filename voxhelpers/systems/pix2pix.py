@@ -134,7 +134,9 @@ def data(cfg: Pix2PixConfig, roots=None) -> Splits:
             "drive": "DRIVE training images with manual masks and fields of view, split by image (seed {seed})",
             "folder": "image/mask folders, split by image (seed {seed})"}[cfg.data.partition(":")[0]]
     n = {k: len(v) for k, v in parts.items()}
-    return Splits(parts["train"], {"validation": parts["validation"], "test": parts["test"]},
+    # the held-out images as read (masks and fields of view at their own pixels): predictions are scored there too
+    native = {f"{k}_native": load_pairs(pairs[k], channels=cfg.in_channels) for k in ("validation", "test")}
+    return Splits(parts["train"], {"validation": parts["validation"], "test": parts["test"], **native},
                   f"{what.format(seed=cfg.seed)}; {n['train']} train / {n['validation']} validation / {n['test']} "
                   f"test images, {cfg.fit} to {cfg.size}²")
 
@@ -290,16 +292,32 @@ def masks_and_fovs(samples) -> tuple[list, list | None]:
     return [s.mask for s in samples], fovs
 
 
+def _native(probs: np.ndarray, native, cfg: Pix2PixConfig) -> list[np.ndarray]:
+    """Fitted-size probabilities brought back to the held-out images' own pixels (:func:`unfit_map`)."""
+    from ..data.retina_io import unfit_map
+
+    return [unfit_map(p, s, cfg.fit) for p, s in zip(probs, native, strict=True)]
+
+
 def details(model, cfg: Pix2PixConfig, splits: Splits, device=None):
     """(metrics, per-image DataFrame of the test split): the threshold chosen on validation, then every vessel
-    metric over the whole test split (:func:`evaluate` has the keys)."""
+    metric over the whole test split (:func:`evaluate` has the keys). Where the splits hold the held-out images as
+    read (``validation_native``, ``test_native``: :func:`data` adds them), the same metrics are taken again at the
+    images' own pixels — the probabilities brought back by :func:`voxhelpers.data.retina_io.unfit_map`, the
+    threshold chosen again there on validation — as ``native_<metric>``."""
     from ..metrics.vessels import choose_vessel_threshold, vessel_metrics, vessel_metrics_per_image
 
     val, test = splits.held_out["validation"], splits.held_out["test"]
-    threshold, scores = choose_vessel_threshold(predict(model, val, cfg, device), *masks_and_fovs(val))
-    probs, (truths, fovs) = predict(model, test, cfg, device), masks_and_fovs(test)
+    val_probs, probs = predict(model, val, cfg, device), predict(model, test, cfg, device)
+    threshold, scores = choose_vessel_threshold(val_probs, *masks_and_fovs(val))
+    truths, fovs = masks_and_fovs(test)
     metrics = {k: float(v) for k, v in vessel_metrics(probs, truths, fovs, threshold).items()}
     metrics.update({"validation_dice": scores[threshold], "n_validation": float(len(val))})
+    if "test_native" in splits.held_out:
+        nval, ntest = splits.held_out["validation_native"], splits.held_out["test_native"]
+        t_native, _ = choose_vessel_threshold(_native(val_probs, nval, cfg), *masks_and_fovs(nval))
+        native = vessel_metrics(_native(probs, ntest, cfg), *masks_and_fovs(ntest), t_native)
+        metrics.update({f"native_{k}": float(v) for k, v in native.items()})
     table = vessel_metrics_per_image(probs, truths, fovs, threshold, names=[s.name for s in test])
     return metrics, table
 
@@ -308,7 +326,8 @@ def evaluate(model, cfg: Pix2PixConfig, splits: Splits, profile: str | None = No
     """The card's metrics on the test split: ``dice``, ``cldice``, ``auc``, ``accuracy``, ``sensitivity``,
     ``specificity``, ``mse``, ``ssim``, ``cosine`` (per-image means; inside the field of view for DRIVE), the pooled
     counts (``dice_pooled``, ``auc_pooled``, ...), ``n_images``, ``threshold`` (chosen on validation),
-    ``validation_dice`` and ``n_validation``."""
+    ``validation_dice`` and ``n_validation``; the same again at the images' own pixels as ``native_<key>``
+    (:func:`details`)."""
     return details(model, cfg, splits, device)[0]
 
 
