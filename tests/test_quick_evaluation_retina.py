@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from voxhelpers import reports
@@ -35,6 +36,13 @@ def test_pix2pix_targets_are_the_issues_aims(data, metrics, met):
     words, ok = reports.retina_target(pix2pix_card(data, **metrics))
     assert ok is met
     assert words == ("Dice ≥ 0.85" if data == "octa500" else "Dice ≥ 0.80 and AUC ≥ 0.97")
+
+
+def test_pix2pix_target_uses_the_native_metrics_when_the_card_has_them():
+    card = pix2pix_card("drive", dice=0.70, auc=0.95, native_dice=0.80, native_auc=0.97)
+    assert reports.retina_target(card) == ("Dice ≥ 0.80 and AUC ≥ 0.97 (at the images' own pixels)", True)
+    card = pix2pix_card("drive", dice=0.85, auc=0.99, native_dice=0.79, native_auc=0.99)
+    assert reports.retina_target(card)[1] is False  # judged at the images' own pixels, not at the fitted size
 
 
 def test_crgan_target_is_the_seeds_ssim():
@@ -77,6 +85,12 @@ def test_peer_metrics_are_kept_in_the_card_and_tabled(tmp_path):
     table = reports.pix2pix_comparison(card)
     assert table["model"].tolist() == ["Pix2Pix (U-Net + PatchGAN)", "same U-Net, no GAN", "MONAI UNet, no GAN"]
     assert table["dice"].tolist()[1:] == [0.5, 0.6] and table["cldice"].tolist()[1] == 0.4
+    # native rows: only the models whose metrics hold native_ keys
+    reports.add_peer_metrics(tmp_path / "generator.json", {"no_gan_": {**peer, "native_dice": 0.55,
+                                                                       "native_auc": 0.91}})
+    native = reports.pix2pix_comparison(json.loads((tmp_path / "generator.json").read_text()), native=True)
+    assert native["model"].tolist() == ["same U-Net, no GAN"] and native["dice"].tolist() == [0.55]
+    assert native["auc"].tolist() == [0.91] and np.isnan(native["cldice"].iloc[0])
     with pytest.raises(ValueError, match="unknown peer prefix"):
         reports.add_peer_metrics(tmp_path / "generator.json", {"unet_": peer})
     with pytest.raises(ValueError, match="no 'dice'"):

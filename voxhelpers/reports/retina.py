@@ -139,7 +139,8 @@ def _finite(value) -> bool:
 
 def retina_target(card: Mapping) -> tuple[str, bool]:
     """The target of a Pix2Pix card (:data:`PIX2PIX_TARGETS` for its data) or the CRGAN's (held-out SSIM ≥ the seed's
-    0.72), in words, and whether the card's metrics meet it."""
+    0.72), in words, and whether the card's metrics meet it. A Pix2Pix card holding the metrics at the images' own
+    pixels (``native_<key>``, as the field's results are reported) is judged on those, and the words say so."""
     from ..inference import card_config
 
     m = card.get("metrics", {})
@@ -153,7 +154,9 @@ def retina_target(card: Mapping) -> tuple[str, bool]:
     if not targets:
         return "none (own data)", False
     words = " and ".join(f"{'Dice' if k == 'dice' else k.upper()} ≥ {v:.2f}" for k, v in targets.items())
-    return words, all(_finite(m.get(k)) and m[k] >= v for k, v in targets.items())
+    native = all(f"native_{k}" in m for k in targets)
+    prefix, words = ("native_", f"{words} (at the images' own pixels)") if native else ("", words)
+    return words, all(_finite(m.get(prefix + k)) and m[prefix + k] >= v for k, v in targets.items())
 
 
 def add_peer_metrics(card_path: str | Path, peers: Mapping[str, Mapping | str | Path]) -> dict:
@@ -178,14 +181,19 @@ def add_peer_metrics(card_path: str | Path, peers: Mapping[str, Mapping | str | 
     return metrics
 
 
-def pix2pix_comparison(card: Mapping) -> pd.DataFrame:
+def pix2pix_comparison(card: Mapping, native: bool = False) -> pd.DataFrame:
     """One row per model in a Pix2Pix card — the shipped GAN, then each peer kept by :func:`add_peer_metrics` — with
-    the :data:`PIX2PIX_TABLE_METRICS` columns and the validation-chosen ``threshold`` (3 decimals)."""
+    the :data:`PIX2PIX_TABLE_METRICS` columns and the validation-chosen ``threshold`` (3 decimals); ``native``: the
+    same metrics at the images' own pixels (``native_<key>``; a model whose card has none of them is left out)."""
     m = card.get("metrics", {})
-    rows = [{"model": "Pix2Pix (U-Net + PatchGAN)", **{k: m.get(k) for k in (*PIX2PIX_TABLE_METRICS, "threshold")}}]
-    for prefix, title in PIX2PIX_PEERS.items():
-        if f"{prefix}dice" in m:
-            rows.append({"model": title, **{k: m.get(f"{prefix}{k}") for k in (*PIX2PIX_TABLE_METRICS, "threshold")}})
+    at = "native_" if native else ""
+    keys = (*PIX2PIX_TABLE_METRICS, "threshold")
+    rows = []
+    for prefix, title in {"": "Pix2Pix (U-Net + PatchGAN)", **PIX2PIX_PEERS}.items():
+        if f"{prefix}{at}dice" in m:
+            rows.append({"model": title, **{k: m.get(f"{prefix}{at}{k}") for k in keys}})
+    if not rows:
+        return pd.DataFrame(columns=["model", *keys])
     table = pd.DataFrame(rows)
     cols = [*PIX2PIX_TABLE_METRICS, "threshold"]
     table[cols] = table[cols].astype(float).round(3)
