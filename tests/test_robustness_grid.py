@@ -48,7 +48,9 @@ def test_each_command_parses_into_its_recipe():
             "diffaug_w4": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0),
             "diffaug_b16_w4": ("translate+cutout", 0.0, "batch", "jaccard", 16, 0),
             "diffaug_s0w4": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0),
-            "diffaug_nogate": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0)}[recipe]
+            "diffaug_nogate": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0),
+            "diffaug_anchor": ("translate+cutout", 0.0, "batch", "jaccard", 128, 0)}[recipe]
+        assert cfg.consistency_anchor == (recipe == "diffaug_anchor")
         assert cfg.d_acc_gate == (1.01 if recipe == "diffaug_nogate" else 0.95)
     with pytest.raises(ValueError, match="unknown recipes"):
         robustness_commands(recipes=["best"])

@@ -146,6 +146,57 @@ def test_consistency_term_makes_conditions_agree(distance):
         _cgan_cfg(consistency_distance="dice")
 
 
+class _GridPerCondition(torch.nn.Module):
+    """A "generator" that ignores z: condition c draws sigmoid(P[c]), one free near-binary grid per condition."""
+
+    z_dim, n_conditions = 200, 2
+
+    def __init__(self):
+        super().__init__()
+        self.P = torch.nn.Parameter(4 * torch.randn(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, z, cond):
+        return torch.sigmoid(self.P[cond])
+
+
+class _ConstantD(torch.nn.Module):
+    """A critic whose probability ignores its input: every adversarial gradient reaching G is zero."""
+
+    output = "probs"
+
+    def __init__(self):
+        super().__init__()
+        self.b = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, cond):
+        return torch.sigmoid(self.b + 0 * x.sum((1, 2, 3, 4))).expand(len(x))[:, None]
+
+
+@pytest.mark.parametrize("anchor", [False, True])
+def test_consistency_anchor_holds_condition_0_and_moves_the_others(anchor):
+    """With a critic that passes no gradient, only the consistency term moves G. Without the anchor it moves both
+    conditions' grids (the soft Jaccard can be lowered by changing either view — emptying both is one way); with
+    ``consistency_anchor`` condition 0's grid stays exactly as it was and condition 1's moves onto it."""
+    from voxhelpers.data.transforms import condition_rotation
+    from voxhelpers.losses import soft_jaccard_distance
+
+    models = {"G": _GridPerCondition(), "D": _ConstantD()}
+    opts = {"G": torch.optim.Adam(models["G"].parameters(), 0.5), "D": torch.optim.SGD(models["D"].parameters(), 0)}
+    cfg = _cgan_cfg(loss="bce", consistency=10.0, consistency_anchor=anchor)
+    before = models["G"].P.detach().clone()
+    gap = lambda: float(soft_jaccard_distance(torch.sigmoid(models["G"].P[:1]).detach(),  # noqa: E731
+                                              condition_rotation(torch.sigmoid(models["G"].P[1:]).detach(), 1,
+                                                                 inverse=True)))
+    start = gap()
+    state = _state(models, opts, acc=0.0)
+    for _ in range(20):
+        voxel_cgan_step(models, opts, _cars(2), cfg, state)
+    after = models["G"].P.detach()
+    assert torch.equal(after[0], before[0]) == anchor
+    assert not torch.equal(after[1], before[1])
+    assert gap() < 0.5 * start
+
+
 def test_step_sound_variant_with_logits():
     models = _tiny_nets(output="logits")
     opts = _rmsprop(models, 1e-3, 1e-4)

@@ -60,6 +60,9 @@ class VoxelCGANConfig(Config):
     consistency_distance: str = option("jaccard", "the consistency term's distance: jaccard (1 − soft IoU, the "
                                        "shipped recipe) or l1 (Σ|a − b| over twice the real shapes' mean occupied "
                                        "voxels: mass both views share cannot lower it)", ("jaccard", "l1"))
+    consistency_anchor: bool = option(False, "hold condition 0's view fixed in the consistency term (stop-gradient): "
+                                      "it pulls the other conditions onto condition 0's shape, and shrinking every "
+                                      "view (empty grids agree exactly) no longer lowers it")
     ema_decay: float = option(0.98, "moving average of G's weights per batch, the model shipped; 0: off (the seed)")
     augment: str = option("none", "DiffAugment of real and generated grids before D: none, or '+'-joined names "
                           "from flip (axis of the condition turns), translate (1/8), cutout (1/2) "

@@ -41,7 +41,8 @@ def _flags(*extra: str, consistency: int = 12, start: float = 0.75) -> str:
 #: ``diffaug_s0w4`` switches the term on from the first epoch at weight 4 (ramped over the first 10 %), so that G
 #: never meets it late (its late onset is what shrinks the shapes before the collapse: docs/voxel_cgan.md);
 #: ``diffaug_nogate`` keeps the shipped term but never skips D's step (``--d-acc-gate 1.01``: a soft accuracy cannot
-#: reach it), asking whether the gate's frozen D is what every z collapses onto
+#: reach it), asking whether the gate's frozen D is what every z collapses onto; ``diffaug_anchor`` holds condition 0's
+#: view fixed in the term (``--consistency-anchor``: emptying every view no longer lowers it)
 RECIPES = {
     "shipped": _flags(),
     "diffaug": _flags(_AUG),
@@ -56,6 +57,7 @@ RECIPES = {
     "diffaug_b16_w4": _flags(_AUG, "--batch-size 16", consistency=4),
     "diffaug_s0w4": _flags(_AUG, consistency=4, start=0),
     "diffaug_nogate": _flags(_AUG, "--d-acc-gate 1.01"),
+    "diffaug_anchor": _flags(_AUG, "--consistency-anchor"),
 }
 #: what the table reads from each run's metrics.json
 METRICS = ("one_nna", "cov", "mmd", "occupancy_error", "avar", "aad")

@@ -106,7 +106,9 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
     :func:`consistency_weight` of the epoch) the pairing loss gains that weight × the mean soft Jaccard distance
     between the turned-back view of each condition c ≥ 1 and that of condition 0 — a differentiable 1 − AVAR — or,
     with ``cfg.consistency_distance="l1"``, their :func:`~voxhelpers.losses.scaled_l1_distance` over twice the
-    batch's mean occupied voxels (real shapes), which mass both views share cannot lower.
+    batch's mean occupied voxels (real shapes), which mass both views share cannot lower. With
+    ``cfg.consistency_anchor`` condition 0's view is a fixed target (no gradient through it): the term moves the other
+    conditions onto it, and cannot be lowered by shrinking every view together.
 
     Args:
         models: ``G`` and ``D`` (``D.output`` tells probabilities from logits).
@@ -206,7 +208,8 @@ def step(models: dict, optimizers: dict, batch: dict, cfg: VoxelCGANConfig, stat
                 check_scores(d_pair.detach(), "paired", state.step)
                 loss_pair = ell(d_pair, 1.0)
                 if consistency > 0:
-                    dist = torch.stack([distance(views[0], v).mean() for v in views[1:]]).mean()
+                    anchor = views[0].detach() if cfg.consistency_anchor else views[0]
+                    dist = torch.stack([distance(anchor, v).mean() for v in views[1:]]).mean()
                     loss_pair = loss_pair + consistency * dist
                     distances.append(float(dist.detach()))
                 opt_g.zero_grad(set_to_none=True)
