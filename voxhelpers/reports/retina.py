@@ -195,6 +195,5 @@ def pix2pix_comparison(card: Mapping, native: bool = False) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=["model", *keys])
     table = pd.DataFrame(rows)
-    cols = [*PIX2PIX_TABLE_METRICS, "threshold"]
-    table[cols] = table[cols].astype(float).round(3)
+    table[list(keys)] = table[list(keys)].astype(float).round(3)
     return table

@@ -122,20 +122,20 @@ def _pairs(cfg: Pix2PixConfig, roots=None) -> dict[str, list]:
 def data(cfg: Pix2PixConfig, roots=None) -> Splits:
     """Training images and the held-out ``validation`` (threshold) and ``test`` (metrics) images, fitted to size."""
     from ..data.retina import load_pairs
-    from ..data.retina_io import enhance
+    from ..data.retina_io import enhance, fit_sample
 
     pairs = _pairs(cfg, roots)
     if cfg.max_images:
         pairs["train"] = pairs["train"][: cfg.max_images]
-    parts = {k: [enhance(s, cfg.enhance) for s in load_pairs(v, channels=cfg.in_channels, size=cfg.size, fit=cfg.fit)]
-             for k, v in pairs.items()}
+    # read once at the images' own pixels: fitted for the networks, kept as read for scoring the held-out images
+    read = {k: load_pairs(v, channels=cfg.in_channels) for k, v in pairs.items()}
+    parts = {k: [enhance(fit_sample(s, cfg.size, cfg.fit), cfg.enhance) for s in v] for k, v in read.items()}
     what = {"octa500": "OCTA-500 3 mm en-face OCTA with large-vessel masks: validation drawn from its train folder "
                        "(seed {seed}), its validation folder as test",
             "drive": "DRIVE training images with manual masks and fields of view, split by image (seed {seed})",
             "folder": "image/mask folders, split by image (seed {seed})"}[cfg.data.partition(":")[0]]
     n = {k: len(v) for k, v in parts.items()}
-    # the held-out images as read (masks and fields of view at their own pixels): predictions are scored there too
-    native = {f"{k}_native": load_pairs(pairs[k], channels=cfg.in_channels) for k in ("validation", "test")}
+    native = {f"{k}_native": read[k] for k in ("validation", "test")}
     return Splits(parts["train"], {"validation": parts["validation"], "test": parts["test"], **native},
                   f"{what.format(seed=cfg.seed)}; {n['train']} train / {n['validation']} validation / {n['test']} "
                   f"test images, {cfg.fit} to {cfg.size}²")
